@@ -1,0 +1,1 @@
+"""The trainer: the only package that imports torch, diffusers and peft."""
