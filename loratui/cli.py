@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )):
         args_list = ["wizard", *args_list]
     args = parser.parse_args(args_list)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
     try:
         return int(args.func(args) or 0)
     except CommandError as exc:
@@ -54,6 +57,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("loratui: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

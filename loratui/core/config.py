@@ -390,9 +390,6 @@ def check_config(cfg: TrainingConfig, cuda_available: bool | None = None) -> lis
     if opt.optimizer_type not in ADAPTIVE_OPTIMIZERS and cfg.unet_lr > 1e-2:
         add("warning", "optimizer.learning_rate", "very high for a LoRA; it will overcook quickly",
             "use 1e-4 to 5e-4")
-    if data.cache_latents and data.flip_aug:
-        add("info", "dataset.flip_aug", "flip augmentation is applied before latents are cached, "
-            "so each image is cached flipped and unflipped", "no action needed")
     if cfg.advanced.cache_text_encoder_outputs:
         if cfg.trains_text_encoder:
             add("error", "advanced.cache_text_encoder_outputs", "cannot cache text-encoder outputs while "

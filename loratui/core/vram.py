@@ -1,0 +1,119 @@
+"""GPU memory estimate for a LoRA run, and the batch size that fits.
+
+Where the numbers come from:
+- Weights: parameter counts of the released models (SD1.x UNet 860M, CLIP-L 123M, VAE 84M; SD2 UNet 866M,
+  OpenCLIP-H text 354M; SDXL UNet 2,567M, CLIP-L 123M + OpenCLIP-bigG 695M) at 2 bytes (fp16/bf16) or 4 (fp32).
+  Frozen parts that are cached (latents → VAE, text-encoder outputs → text encoders) leave the GPU.
+- Activations per image of batch, measured from the model configs at their native resolution with
+  SDPA: SD1.5 at 512² ~0.66 GiB (0.14 GiB with gradient checkpointing); SDXL at 1024² ~4.44 GiB (0.45 GiB).
+  They scale with pixel count; fp32 doubles them.
+- Trainable LoRA parameters (≈ 0.56M per rank unit on SD1.x, ≈ 3.4M on SDXL, from released file sizes) cost
+  fp32 weights + gradients + optimizer state (AdamW 8 bytes, AdamW8bit 2, Lion/SGD 4, Adafactor ~1,
+  Prodigy 16, DAdaptAdam 12 bytes per parameter).
+- A CUDA context (~0.45 GiB) and a 1.25× allowance for allocator fragmentation and temporaries. Published
+  fits (kohya_ss #1730: SD1.5 512 batch 4 rank 64 fits 11 GB; kohya README: SDXL 1024 batch 1 UNet-only with
+  checkpointing and caching fits 8 GB; sd-scripts #648: SDXL batch 2 with text encoder trained runs out on
+  12 GB) land on the right side of this estimate. Calibrate against the monitor's real figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loratui.core.config import TrainingConfig
+
+GIB = 1024**3
+CUDA_CONTEXT_GIB = 0.45
+FRAGMENTATION = 1.25
+HEADROOM = 0.92  # use at most this share of the card
+
+# family: (unet params, text-encoder params, vae params, native side, act GiB/img, act GiB/img with GC,
+#          LoRA params per rank unit, extra GiB when the text encoder trains)
+_FAMILY = {
+    "sd1": (860e6, 123e6, 84e6, 512, 0.66, 0.14, 0.56e6, 0.30),
+    "sd2": (866e6, 354e6, 84e6, 512, 0.70, 0.15, 0.60e6, 0.45),
+    "sd2-v": (866e6, 354e6, 84e6, 768, 1.55, 0.33, 0.60e6, 0.45),
+    "sdxl": (2567e6, 818e6, 84e6, 1024, 4.44, 0.45, 3.4e6, 1.20),
+}
+_OPTIMIZER_STATE_BYTES = {
+    "AdamW": 8, "AdamW8bit": 2, "Lion": 4, "SGDNesterov": 4, "Adafactor": 1, "Prodigy": 16, "DAdaptAdam": 12,
+}
+_NETWORK_FACTOR = {"lora": 1.0, "locon": 1.6, "loha": 2.0, "lokr": 0.6}
+
+
+@dataclass
+class VramEstimate:
+    peak_gib: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchSuggestion:
+    batch: int | None
+    peak_gib: float
+    message: str
+
+
+def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate:
+    """Peak GPU memory in GiB for ``cfg`` (at ``batch`` if given)."""
+    unet_p, te_p, vae_p, native, act, act_gc, lora_per_rank, te_train = _FAMILY[cfg.model.model_family]
+    batch = batch or cfg.schedule.train_batch_size
+    weight_bytes = 4 if cfg.precision.mixed_precision == "no" else 2
+    trains_te = cfg.trains_text_encoder
+    parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": unet_p * weight_bytes / GIB}
+    if trains_te or not cfg.advanced.cache_text_encoder_outputs:
+        parts["text encoder"] = te_p * weight_bytes / GIB
+    if not cfg.dataset.cache_latents:
+        parts["vae"] = vae_p * weight_bytes / GIB
+    scale = (cfg.dataset.resolution / native) ** 2
+    per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) * scale
+    if weight_bytes == 4:
+        per_image *= 2
+    parts["activations"] = per_image * batch
+    if trains_te:
+        parts["text-encoder training"] = te_train * (0.5 if cfg.advanced.gradient_checkpointing else 1.0)
+    rank = cfg.network.network_dim
+    lora_params = lora_per_rank * rank * _NETWORK_FACTOR[cfg.network.network_type]
+    state = _OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
+    parts["lora + optimizer"] = lora_params * (4 + 4 + state) / GIB
+    peak = sum(parts.values()) * FRAGMENTATION
+    return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()})
+
+
+def suggest_batch(cfg: TrainingConfig, total_gib: float, max_batch: int = 16) -> BatchSuggestion:
+    """The largest batch that fits ``total_gib`` with headroom, or what to change when batch 1 does not fit."""
+    budget = total_gib * HEADROOM
+    best: int | None = None
+    for batch in range(1, max_batch + 1):
+        if estimate_vram(cfg, batch).peak_gib <= budget:
+            best = batch
+        else:
+            break
+    if best is not None:
+        peak = estimate_vram(cfg, best).peak_gib
+        return BatchSuggestion(best, peak, f"batch {best} needs ~{peak:.1f} GiB of {total_gib:.1f} GiB "
+                                           f"(keeps {100 - HEADROOM * 100:.0f}% headroom)")
+    peak = estimate_vram(cfg, 1).peak_gib
+    return BatchSuggestion(None, peak, f"even batch 1 needs ~{peak:.1f} GiB of {total_gib:.1f} GiB: "
+                                       + _what_to_lower(cfg))
+
+
+def _what_to_lower(cfg: TrainingConfig) -> str:
+    """The most effective changes first, skipping those already made."""
+    tips = []
+    if not cfg.advanced.gradient_checkpointing:
+        tips.append("turn on gradient_checkpointing")
+    if not cfg.dataset.cache_latents:
+        tips.append("turn on cache_latents")
+    if cfg.trains_text_encoder:
+        tips.append("train the UNet only (network_train_unet_only)")
+    if cfg.optimizer.optimizer_type in ("AdamW", "Prodigy", "DAdaptAdam"):
+        tips.append("use AdamW8bit or Adafactor")
+    if cfg.precision.mixed_precision == "no":
+        tips.append("use bf16 or fp16 mixed precision")
+    native = _FAMILY[cfg.model.model_family][3]
+    if cfg.dataset.resolution > native:
+        tips.append(f"lower the resolution to {native}")
+    if cfg.network.network_dim > 32:
+        tips.append("lower network_dim")
+    return "; ".join(tips) if tips else "this model needs a larger GPU"

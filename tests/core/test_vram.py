@@ -1,0 +1,65 @@
+from loratui.core.config import TrainingConfig
+from loratui.core.gpu import parse_nvidia_smi
+from loratui.core.speed import estimate_seconds, gpu_speed_factor
+from loratui.core.vram import estimate_vram, suggest_batch
+
+
+def _cfg(**changes: object) -> TrainingConfig:
+    cfg = TrainingConfig()
+    for path, value in changes.items():
+        cfg = cfg.with_value(path.replace("__", "."), value)
+    return cfg
+
+
+def test_published_sd15_fit_batch4_rank64_fits_11gb() -> None:
+    cfg = _cfg(schedule__train_batch_size=4, network__network_dim=64, network__network_alpha=32.0)
+    assert estimate_vram(cfg).peak_gib <= 11 * 0.92
+
+
+def test_published_sdxl_unet_only_fits_8gb() -> None:
+    cfg = _cfg(model__model_family="sdxl", dataset__resolution=1024, network__network_dim=8,
+               network__network_alpha=4.0, network__network_train_unet_only=True,
+               advanced__gradient_checkpointing=True, advanced__cache_text_encoder_outputs=True,
+               optimizer__optimizer_type="AdamW8bit")
+    assert estimate_vram(cfg).peak_gib <= 8.0
+
+
+def test_published_sdxl_batch2_with_text_encoder_runs_out_on_12gb() -> None:
+    cfg = _cfg(model__model_family="sdxl", dataset__resolution=1024, schedule__train_batch_size=2,
+               advanced__gradient_checkpointing=True)
+    assert estimate_vram(cfg).peak_gib > 12 * 0.92
+
+
+def test_memory_grows_with_batch_and_shrinks_with_checkpointing() -> None:
+    base = estimate_vram(_cfg()).peak_gib
+    assert estimate_vram(_cfg(), batch=4).peak_gib > base
+    assert estimate_vram(_cfg(advanced__gradient_checkpointing=True), batch=4).peak_gib < \
+        estimate_vram(_cfg(), batch=4).peak_gib
+
+
+def test_suggestion_picks_largest_batch_that_fits() -> None:
+    cfg = _cfg()
+    got = suggest_batch(cfg, 24.0)
+    assert got.batch is not None and got.batch > 1
+    assert estimate_vram(cfg, got.batch).peak_gib <= 24 * 0.92
+    if got.batch < 16:
+        assert estimate_vram(cfg, got.batch + 1).peak_gib > 24 * 0.92
+
+
+def test_suggestion_says_what_to_change_when_nothing_fits() -> None:
+    cfg = _cfg(model__model_family="sdxl", dataset__resolution=1024)
+    got = suggest_batch(cfg, 6.0)
+    assert got.batch is None
+    assert "gradient_checkpointing" in got.message
+
+
+def test_parse_nvidia_smi_csv() -> None:
+    gpus = parse_nvidia_smi("0, NVIDIA GeForce RTX 4090, 24564, 23000\n1, Tesla T4, 15360, 15000\nbad line\n")
+    assert [g.name for g in gpus] == ["NVIDIA GeForce RTX 4090", "Tesla T4"]
+    assert round(gpus[0].total_gib, 1) == 24.0
+
+
+def test_faster_gpu_gives_shorter_estimate() -> None:
+    cfg = _cfg()
+    assert gpu_speed_factor("NVIDIA H100 80GB HBM3") > gpu_speed_factor("Tesla T4")
+    assert estimate_seconds(1000, cfg, "NVIDIA H100") < estimate_seconds(1000, cfg, "Tesla T4")
