@@ -64,7 +64,7 @@ def test_unsupported_values_are_reported_not_fatal() -> None:
 def test_bad_value_names_the_kohya_key(tmp_path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"network_dim": "lots"}))
-    with pytest.raises(PresetError, match="bad.json: kohya key 'network_dim' = 'lots'"):
+    with pytest.raises(PresetError, match=r"bad\.json: kohya key 'network_dim' = 'lots'"):
         import_kohya_json(path)
 
 

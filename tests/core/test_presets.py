@@ -84,7 +84,7 @@ def test_missing_file_is_one_clear_line(tmp_path) -> None:
 
 
 def test_overrides_validate_values() -> None:
-    with pytest.raises(PresetError, match="unknown key 'network.rank'"):
+    with pytest.raises(PresetError, match=r"unknown key 'network\.rank'"):
         apply_overrides(TrainingConfig(), ["network.rank=4"])
     with pytest.raises(PresetError, match="network_dim"):
         apply_overrides(TrainingConfig(), ["network.network_dim=-1"])
