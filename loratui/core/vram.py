@@ -95,10 +95,10 @@ def suggest_batch(cfg: TrainingConfig, total_gib: float, max_batch: int = 16) ->
                                            f"(keeps {100 - HEADROOM * 100:.0f}% headroom)")
     peak = estimate_vram(cfg, 1).peak_gib
     return BatchSuggestion(None, peak, f"even batch 1 needs ~{peak:.1f} GiB of {total_gib:.1f} GiB: "
-                                       + _what_to_lower(cfg))
+                                       + what_to_lower(cfg))
 
 
-def _what_to_lower(cfg: TrainingConfig) -> str:
+def what_to_lower(cfg: TrainingConfig) -> str:
     """The most effective changes first, skipping those already made."""
     tips = []
     if not cfg.advanced.gradient_checkpointing:

@@ -1,0 +1,247 @@
+"""Training data with kohya's semantics: repeats per folder, regularisation images, aspect buckets, caption
+shuffle with keep tokens, caption/tag dropout, flip augmentation, and latent caching (memory or disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from loratui.core.buckets import Size, assign_bucket, make_buckets
+from loratui.core.config import TrainingConfig
+from loratui.core.planner import bucket_spec_from_config
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass
+class Item:
+    """One image as the trainer uses it."""
+
+    path: Path
+    caption: str
+    bucket: Size
+    is_reg: bool
+    folder: str
+    repeats: int
+
+
+@dataclass
+class DatasetInfo:
+    items: list[Item]
+    reg_items: list[Item]
+    warnings: list[str]
+    dataset_dirs: dict[str, dict[str, int]]
+    reg_dataset_dirs: dict[str, dict[str, int]]
+    tag_frequency: dict[str, dict[str, int]]
+
+    @property
+    def images_with_repeats(self) -> int:
+        return sum(i.repeats for i in self.items)
+
+
+def _read_caption(image: Path, extension: str, fallback: str, warnings: list[str]) -> str:
+    caption_file = image.with_suffix(extension)
+    if not caption_file.exists():
+        return fallback
+    raw = caption_file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+        warnings.append(f"{caption_file}: not UTF-8, read as Latin-1")
+    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not text:
+        warnings.append(f"{caption_file}: empty caption; using the folder's class tokens '{fallback}'")
+        return fallback
+    return text
+
+
+def _folders(root: Path, overrides: dict[str, int], warnings: list[str]) -> list[tuple[Path, int, str]]:
+    """(folder, repeats, class tokens) for each usable folder; a flat folder of images counts as one."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    result = []
+    for sub in subdirs:
+        match = _FOLDER.match(sub.name)
+        if sub.name in overrides:
+            result.append((sub, overrides[sub.name], match.group(2) if match else sub.name))
+        elif match:
+            result.append((sub, int(match.group(1)), match.group(2)))
+        else:
+            warnings.append(f"{sub}: no '<repeats>_' prefix, skipped (sd-scripts skips it too); rename it to "
+                            f"e.g. 10_{sub.name}")
+    if not result and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        repeats = overrides.get(root.name, overrides.get(".", 1))
+        warnings.append(f"{root}: images directly in the dataset folder; training them with {repeats} repeat(s). "
+                        f"Put them in a '10_{root.name}' subfolder to set repeats.")
+        result.append((root, repeats, root.name))
+    return result
+
+
+def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[str]):
+    spec = bucket_spec_from_config(cfg)
+    buckets = make_buckets(spec)
+    items, dirs = [], {}
+    tag_freq: dict[str, dict[str, int]] = {}
+    for folder, repeats, tokens in _folders(root, cfg.dataset.repeats, warnings):
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        freq: dict[str, int] = defaultdict(int)
+        for image in images:
+            try:
+                with Image.open(image) as im:
+                    size = ImageOps.exif_transpose(im).size if im.getexif().get(0x0112, 1) != 1 else im.size
+            except (OSError, ValueError) as exc:
+                warnings.append(f"{image}: cannot be read ({exc}); skipped")
+                continue
+            caption = _read_caption(image, cfg.dataset.caption_extension, tokens, warnings)
+            for tag in (t.strip() for t in caption.split(",")):
+                if tag:
+                    freq[tag] += 1
+            bucket = assign_bucket(size, spec, buckets).bucket
+            items.append(Item(image, caption, bucket, is_reg, folder.name, repeats))
+        dirs[folder.name] = {"n_repeats": repeats, "img_count": len(images)}
+        tag_freq[folder.name] = dict(freq)
+    return items, dirs, tag_freq
+
+
+def load_dataset(cfg: TrainingConfig) -> DatasetInfo:
+    root = Path(cfg.dataset.train_data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found; set dataset.train_data_dir")
+    warnings: list[str] = []
+    items, dirs, tag_freq = _load_items(root, cfg, False, warnings)
+    if not items:
+        raise ValueError(f"{root}: no images found in <repeats>_<name> subfolders; run `loratui check {root}`")
+    reg_items, reg_dirs = [], {}
+    if cfg.dataset.reg_data_dir:
+        reg_items, reg_dirs, _ = _load_items(Path(cfg.dataset.reg_data_dir), cfg, True, warnings)
+    return DatasetInfo(items, reg_items, warnings, dirs, reg_dirs, tag_freq)
+
+
+def epoch_entries(info: DatasetInfo) -> list[Item]:
+    """Each image once per repeat; regularisation images round-robin up to the same count."""
+    entries = [item for item in info.items for _ in range(item.repeats)]
+    if info.reg_items:
+        reg = [item for item in info.reg_items for _ in range(item.repeats)]
+        entries += [reg[i % len(reg)] for i in range(len(entries))]
+    return entries
+
+
+def epoch_batches(info: DatasetInfo, batch_size: int, seed: int, epoch: int) -> list[list[Item]]:
+    """The epoch's batches, deterministic in (seed, epoch) so a resumed run replays the same order."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    by_bucket: dict[Size, list[Item]] = defaultdict(list)
+    for entry in epoch_entries(info):
+        by_bucket[entry.bucket].append(entry)
+    batches = []
+    for bucket in sorted(by_bucket):
+        entries = by_bucket[bucket]
+        rng.shuffle(entries)
+        batches += [entries[i:i + batch_size] for i in range(0, len(entries), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(info: DatasetInfo, batch_size: int) -> int:
+    counts: dict[Size, int] = defaultdict(int)
+    for entry in epoch_entries(info):
+        counts[entry.bucket] += 1
+    return sum(math.ceil(n / batch_size) for n in counts.values())
+
+
+# --- captions --------------------------------------------------------------------------------------------------
+
+
+def process_caption(caption: str, cfg: TrainingConfig, rng: random.Random, epoch: int) -> str:
+    """Shuffle / drop tags as configured; the first ``keep_tokens`` tags never move or drop."""
+    data = cfg.dataset
+    if data.caption_dropout_rate and rng.random() < data.caption_dropout_rate:
+        return ""
+    if data.caption_dropout_every_n_epochs and (epoch + 1) % data.caption_dropout_every_n_epochs == 0:
+        return ""
+    if not (data.shuffle_caption or data.caption_tag_dropout_rate):
+        return caption
+    tags = [t.strip() for t in caption.split(",") if t.strip()]
+    fixed, rest = tags[: data.keep_tokens], tags[data.keep_tokens:]
+    if data.caption_tag_dropout_rate:
+        rest = [t for t in rest if rng.random() >= data.caption_tag_dropout_rate]
+    if data.shuffle_caption:
+        rng.shuffle(rest)
+    return ", ".join(fixed + rest)
+
+
+# --- images and latents ------------------------------------------------------------------------------------
+
+
+def load_image(path: Path, bucket: Size, flip: bool = False) -> torch.Tensor:
+    """The image scaled to cover the bucket, centre-cropped, as a CHW tensor in [-1, 1]."""
+    with Image.open(path) as im:
+        image = ImageOps.exif_transpose(im).convert("RGB")
+    bw, bh = bucket
+    scale = max(bw / image.width, bh / image.height)
+    size = (max(bw, round(image.width * scale)), max(bh, round(image.height * scale)))
+    image = image.resize(size, Image.LANCZOS)
+    left, top = (size[0] - bw) // 2, (size[1] - bh) // 2
+    image = image.crop((left, top, left + bw, top + bh))
+    if flip:
+        image = ImageOps.mirror(image)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def cache_key(item: Item, flip: bool) -> str:
+    stat = item.path.stat()
+    raw = f"{item.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{item.bucket}|{flip}"
+    return hashlib.sha1(raw.encode()).hexdigest()
+
+
+class LatentCache:
+    """VAE latents per (image, bucket, flip); in memory, optionally on disk so later runs reuse them."""
+
+    def __init__(self, vae: torch.nn.Module, device: torch.device, dtype: torch.dtype, disk_dir: Path | None):
+        self.vae, self.device, self.dtype, self.disk_dir = vae, device, dtype, disk_dir
+        self.memory: dict[str, torch.Tensor] = {}
+        self.hits_on_disk = 0
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        return dist.sample() * self.vae.config.scaling_factor
+
+    def get(self, item: Item, flip: bool) -> torch.Tensor:
+        key = cache_key(item, flip)
+        if key in self.memory:
+            return self.memory[key]
+        latent = self._from_disk(key)
+        if latent is None:
+            latent = self.encode(load_image(item.path, item.bucket, flip)[None])[0].cpu()
+            self._to_disk(key, latent)
+        self.memory[key] = latent
+        return latent
+
+    def _from_disk(self, key: str) -> torch.Tensor | None:
+        if self.disk_dir is None or not (self.disk_dir / f"{key}.safetensors").exists():
+            return None
+        from safetensors.torch import load_file
+
+        self.hits_on_disk += 1
+        return load_file(str(self.disk_dir / f"{key}.safetensors"))["latent"]
+
+    def _to_disk(self, key: str, latent: torch.Tensor) -> None:
+        if self.disk_dir is None:
+            return
+        from safetensors.torch import save
+
+        from loratui.core.atomic import atomic_write_bytes
+
+        self.disk_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.disk_dir / f"{key}.safetensors", save({"latent": latent.contiguous()}))
