@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="the YAML config (not needed with --resume)")
     p.add_argument("--detach", action="store_true", help="run in the background; survives logout and SSH drops")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its saved state")
+    p.add_argument("--gpus", type=int, default=1, help="train data-parallel on N GPUs (through accelerate launch)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list training runs, newest first")
@@ -107,8 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         except PresetError as exc:
             raise CommandError(str(exc)) from exc
         run_dir = prepare_run(cfg)
-    if args.detach:
-        pid = launch_detached(run_dir, resume=bool(args.resume))
+    if args.detach or args.gpus > 1:
+        pid = launch_detached(run_dir, resume=bool(args.resume), gpus=args.gpus)
         print(run_dir)
         print(f"trainer running as pid {pid}; watch it with `loratui attach {run_dir.name}`, "
               f"stop it with `loratui stop {run_dir.name}`", file=sys.stderr)

@@ -193,8 +193,9 @@ class Trainer:
                 else:
                     layer = out.hidden_states[-self.cfg.advanced.clip_skip]
                     if self.cfg.advanced.clip_skip > 1:
-                        layer = _unwrap(te).text_model.final_layer_norm(layer) if hasattr(
-                            _unwrap(te), "text_model") else _unwrap(te).final_layer_norm(layer)
+                        inner = _unwrap(te)
+                        # transformers 5 moved the layers off `text_model` for CLIPTextModel
+                        layer = getattr(inner, "text_model", inner).final_layer_norm(layer)
                     states.append(layer)
             hidden.append(torch.cat(states, dim=1))
             pooled = pool if pool is not None else pooled

@@ -41,14 +41,23 @@ def render_samples(trainer: Trainer, epoch: int, step: int) -> Iterator[tuple[Pa
     folder.mkdir(parents=True, exist_ok=True)
     pipe = _pipeline(trainer)
     pipe.set_progress_bar_config(disable=True)
-    extra = {} if trainer.models.is_sdxl else {"clip_skip": cfg.advanced.clip_skip - 1 or None}
     for index, line in enumerate(cfg.sampling.sample_prompts):
         prompt = parse_sample_prompt(line, cfg.dataset.resolution)
         gen = torch.Generator().manual_seed(prompt.seed if prompt.seed is not None else cfg.schedule.seed + index)
         with torch.no_grad(), trainer.accelerator.autocast():
-            image = pipe(prompt.prompt, negative_prompt=prompt.negative or None, width=prompt.width,
+            image = pipe(**_embeddings(trainer, prompt.prompt, prompt.negative), width=prompt.width,
                          height=prompt.height, num_inference_steps=prompt.steps, guidance_scale=prompt.cfg_scale,
-                         generator=gen, **extra).images[0]
+                         generator=gen).images[0]
         path = folder / f"{cfg.saving.output_name}_e{epoch:06d}_{index:02d}.png"
         image.save(path)
         yield path, prompt.prompt
+
+
+def _embeddings(trainer: Trainer, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+    """Encode with the trainer's own text path, so samples see the same clip skip and LoRA as training."""
+    hidden, pooled = trainer.encode_text([prompt])
+    neg_hidden, neg_pooled = trainer.encode_text([negative])
+    embeds = {"prompt_embeds": hidden, "negative_prompt_embeds": neg_hidden}
+    if pooled is not None:
+        embeds.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=neg_pooled)
+    return embeds

@@ -20,15 +20,18 @@ def prepare_run(cfg: TrainingConfig, root: Path | None = None) -> Path:
     return run_dir
 
 
-def trainer_command(run_dir: Path, resume: bool = False) -> list[str]:
-    return [sys.executable, "-m", "loratui.train", str(run_dir), *(["--resume"] if resume else [])]
+def trainer_command(run_dir: Path, resume: bool = False, gpus: int = 1) -> list[str]:
+    """The trainer's command line; several GPUs go through `accelerate launch` (data parallel)."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+                "--num_machines", "1", "--dynamo_backend", "no"] if gpus > 1 else [sys.executable]
+    return [*launcher, "-m", "loratui.train", str(run_dir), *(["--resume"] if resume else [])]
 
 
-def launch_detached(run_dir: Path, resume: bool = False) -> int:
+def launch_detached(run_dir: Path, resume: bool = False, gpus: int = 1) -> int:
     """Start the trainer in a new session: it survives the terminal closing and the SSH link dropping."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "PYTHONUNBUFFERED": "1"}
     with open(run_dir / rundir.LOG, "ab") as log:
-        proc = subprocess.Popen(trainer_command(run_dir, resume), stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(trainer_command(run_dir, resume, gpus), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env, close_fds=True)
     rundir.write_pid(run_dir, proc.pid)
     return proc.pid
