@@ -43,7 +43,7 @@ def test_each_optimizer_changes_the_weights(tmp_path, tiny_sd1_dir, demo_dataset
     lr = 1.0 if optimizer in ("Prodigy", "DAdaptAdam") else 1e-3
     cfg = make_config(tiny_sd1_dir, demo_dataset, optimizer__optimizer_type=optimizer, optimizer__learning_rate=lr,
                       schedule__max_train_steps=2)
-    final, rec = _train(tmp_path, cfg)
+    final, _rec = _train(tmp_path, cfg)
     up = [v for k, v in load_file(str(final)).items() if k.endswith("lora_up.weight")]
     assert any(v.abs().max() > 0 for v in up), "a step must move the zero-initialised up weights"
 
@@ -80,7 +80,7 @@ def test_features_run_together(tmp_path, tiny_sd1_dir, demo_dataset):
 def test_sdxl_trains(tmp_path, tiny_sdxl_dir, demo_dataset):
     cfg = make_config(tiny_sdxl_dir, demo_dataset, model__model_family="sdxl", dataset__bucket_reso_steps=32,
                       schedule__max_train_steps=2)
-    final, rec = _train(tmp_path, cfg)
+    final, _rec = _train(tmp_path, cfg)
     keys = load_file(str(final))
     assert any(k.startswith("lora_te2_") for k in keys) and any(k.startswith("lora_te1_") for k in keys)
 
