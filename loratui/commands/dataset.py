@@ -1,9 +1,96 @@
-"""Placeholder: filled in by its issue."""
+"""`loratui check`, `resize` and `caption-images`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from loratui.cli import CommandError
+from loratui.core.dataset import scan_dataset
+from loratui.core.dataset.report import DatasetReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser("check", help="check a dataset: layout, images, captions, duplicates, buckets")
+    p.add_argument("dataset", help="the folder with <repeats>_<name> subfolders")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--caption-ext", default=".txt", help="caption file extension (default .txt)")
+    p.add_argument("--reg", help="regularisation folder")
+    p.add_argument("--resolution", type=int, default=512, help="training resolution (default 512)")
+    p.add_argument("--batch", type=int, default=1, help="batch size, to flag buckets with partial batches")
+    p.add_argument("--near-duplicates", action="store_true", help="also find near duplicates (decodes images)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("resize", help="copy a dataset with images cropped/resized to multiples of 64")
+    p.add_argument("dataset")
+    p.add_argument("--to", type=int, default=512, help="short side in pixels (default 512)")
+    p.add_argument("--out", required=True, help="new folder (the originals are never touched)")
+    p.set_defaults(func=cmd_resize)
+
+    p = sub.add_parser("caption-images", help="caption images with BLIP (skips images that have captions)")
+    p.add_argument("dataset")
+    p.add_argument("--model", required=True, help="BLIP captioning model: hub id or local folder")
+    p.add_argument("--prefix", default="", help="text put before every caption, e.g. 'sks person, '")
+    p.add_argument("--overwrite", action="store_true", help="also re-caption images that have a caption")
+    p.add_argument("--caption-ext", default=".txt")
+    p.set_defaults(func=cmd_caption_images)
+
+
+def print_report(report: DatasetReport) -> None:
+    for name, info in report.folders.items():
+        repeats = "no repeats (skipped)" if info["repeats"] is None else f"{info['repeats']} repeats"
+        kind = " [reg]" if info["is_reg"] else ""
+        print(f"{name}{kind}: {info['images']} images, {repeats}")
+    counts = report.bucket_counts()
+    if counts:
+        print("buckets (images × repeats):")
+        for (w, h), n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"  {w:>4}×{h:<4} {n}")
+    for finding in report.sorted_findings():
+        print(finding.line())
+    totals = {s: sum(f.severity == s for f in report.findings) for s in ("error", "warning", "info")}
+    print(f"{len(report.images)} images: {totals['error']} error(s), {totals['warning']} warning(s), "
+          f"{totals['info']} note(s)")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if not Path(args.dataset).is_dir():
+        raise CommandError(f"{args.dataset}: not a folder; give the folder that holds your image folders")
+    report = scan_dataset(args.dataset, caption_ext=args.caption_ext, reg_dir=args.reg, resolution=args.resolution,
+                          batch_size=args.batch, near_duplicates=args.near_duplicates)
+    if args.json:
+        print(report.to_json())
+    else:
+        print_report(report)
+    return 1 if report.errors else 0
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    from loratui.core.resize import resize_dataset
+
+    src = Path(args.dataset)
+    if not src.is_dir():
+        raise CommandError(f"{src}: not a folder")
+    if args.to < 64 or args.to % 64:
+        raise CommandError(f"--to {args.to}: use a multiple of 64, such as 512 or 768")
+    try:
+        problems = resize_dataset(src, Path(args.out), args.to)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    for path, problem in problems:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 1 if problems else 0
+
+
+def cmd_caption_images(args: argparse.Namespace) -> int:
+    from loratui.train.autocaption import CaptionModelError, caption_folder
+
+    try:
+        written, skipped = caption_folder(Path(args.dataset), args.model, prefix=args.prefix,
+                                          overwrite=args.overwrite, caption_ext=args.caption_ext)
+    except CaptionModelError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"captioned {written} image(s); {skipped} already had captions")
+    return 0

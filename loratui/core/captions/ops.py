@@ -1,0 +1,165 @@
+"""Batch caption operations. Each one maps a caption's text to its new text; ``plan`` collects the changes
+over a dataset so they can be previewed (a diff) before ``apply`` writes them."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loratui.core.captions.text import decode, join_tags, map_lines, split_tags, tag_lists
+from loratui.core.dataset.layout import IMAGE_EXTENSIONS
+
+TextOp = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class CaptionFile:
+    image: Path
+    caption: Path
+    raw: bytes  # exact bytes on disk (b"" when missing)
+    exists: bool
+
+    @property
+    def text(self) -> str:
+        return decode(self.raw)[0]
+
+    @property
+    def folder(self) -> str:
+        return self.image.parent.name
+
+
+@dataclass(frozen=True)
+class Change:
+    path: Path
+    old: bytes
+    new: bytes
+    existed: bool
+
+
+def load_captions(root: Path, caption_ext: str = ".txt", pattern: str | None = None) -> list[CaptionFile]:
+    """Every image's caption under ``root`` (one level of <repeats>_<name> folders, or flat), optionally
+    filtered by a glob on the file name or a tag."""
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    files = []
+    for folder in folders:
+        for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+            caption = image.with_suffix(caption_ext)
+            raw = caption.read_bytes() if caption.exists() else b""
+            item = CaptionFile(image, caption, raw, caption.exists())
+            if pattern is None or _matches(item, pattern):
+                files.append(item)
+    return files
+
+
+def _matches(item: CaptionFile, pattern: str) -> bool:
+    if fnmatch.fnmatch(item.image.name, pattern) or fnmatch.fnmatch(str(item.image), pattern):
+        return True
+    return any(fnmatch.fnmatch(tag, pattern) for tags in tag_lists(item.text) for tag in tags)
+
+
+def plan(files: list[CaptionFile], op: TextOp) -> list[Change]:
+    changes = []
+    for item in files:
+        new = op(item.text)
+        new_raw = item.raw if new == item.text else new.encode("utf-8")
+        if new_raw != item.raw:
+            changes.append(Change(item.caption, item.raw, new_raw, item.exists))
+    return changes
+
+
+def diff(changes: list[Change], root: Path | None = None) -> str:
+    out = []
+    for change in changes:
+        name = str(change.path.relative_to(root)) if root else str(change.path)
+        old = decode(change.old)[0].splitlines(keepends=True)
+        new = decode(change.new)[0].splitlines(keepends=True)
+        lines = difflib.unified_diff(old, new, f"a/{name}", f"b/{name}", n=0)
+        out += [line if line.endswith("\n") else line + "\n" for line in lines]
+    return "".join(out)
+
+
+# --- operations ----------------------------------------------------------------------------------------------
+
+
+def activation_tag(tag: str) -> TextOp:
+    """Put ``tag`` first on every line (moved if present, added if not)."""
+    tag = tag.strip()
+
+    def op(text: str) -> str:
+        if not text.strip():
+            return tag
+        return map_lines(text, lambda line: join_tags([tag, *[t for t in split_tags(line) if t != tag]]))
+
+    return op
+
+
+def keep_tokens_for(tag: str) -> int:
+    """The keep_tokens value that keeps an activation tag in front when shuffling: its comma parts."""
+    return len(split_tags(tag)) or 1
+
+
+def prefix(text_to_add: str) -> TextOp:
+    return lambda text: map_lines(text, lambda line: line if line.startswith(text_to_add) else text_to_add + line)
+
+
+def suffix(text_to_add: str) -> TextOp:
+    return lambda text: map_lines(text, lambda line: line if line.endswith(text_to_add) else line + text_to_add)
+
+
+def replace(old: str, new: str, regex: bool = False) -> TextOp:
+    if regex:
+        try:
+            pattern = re.compile(old)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {old!r}: {exc}") from exc
+        return lambda text: pattern.sub(new, text)
+    return lambda text: text.replace(old, new)
+
+
+def _tag_op(fn: Callable[[list[str]], list[str]]) -> TextOp:
+    return lambda text: map_lines(text, lambda line: join_tags(fn(split_tags(line))))
+
+
+def _dedupe(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+def merge_tags(target: str, synonyms: list[str]) -> TextOp:
+    """Replace each synonym tag with ``target`` (once)."""
+    names = set(synonyms)
+    return _tag_op(lambda tags: _dedupe([target if t in names else t for t in tags]))
+
+
+def remove_tags(names: list[str]) -> TextOp:
+    drop = set(names)
+    return _tag_op(lambda tags: [t for t in tags if t not in drop])
+
+
+def dedupe_tags() -> TextOp:
+    return _tag_op(_dedupe)
+
+
+def sort_tags(keep: int = 0) -> TextOp:
+    return _tag_op(lambda tags: tags[:keep] + sorted(tags[keep:]))
+
+
+def tag_frequency(files: list[CaptionFile], per_folder: bool = False) -> dict[str, Counter[str]]:
+    """Tag counts (each tag once per caption), over all captions or per folder."""
+    result: dict[str, Counter[str]] = {}
+    for item in files:
+        key = item.folder if per_folder else "*"
+        counter = result.setdefault(key, Counter())
+        counter.update({t for tags in tag_lists(item.text) for t in tags})
+    return result
+
+
+def prune_rare(files: list[CaptionFile], min_count: int, keep: list[str] | None = None) -> TextOp:
+    counts = tag_frequency(files)["*"] if files else Counter()
+    protected = set(keep or [])
+    rare = {t for t, n in counts.items() if n < min_count and t not in protected}
+    return remove_tags(sorted(rare))

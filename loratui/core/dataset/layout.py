@@ -1,0 +1,76 @@
+"""kohya's folder layout: ``<repeats>_<class tokens>`` subfolders of images with same-stem caption files."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CAPTION_EXTENSIONS = (".txt", ".caption")
+_FOLDER = re.compile(r"^(\d+)_(.+)$")
+TOOL_DIRS = (".loratui-cache", ".loratui-journal")
+
+
+@dataclass
+class Folder:
+    path: Path
+    repeats: int | None  # None: no '<repeats>_' prefix (sd-scripts skips it)
+    class_tokens: str
+    is_reg: bool = False
+    images: list[Path] = field(default_factory=list)
+    captions: list[Path] = field(default_factory=list)
+    other: list[Path] = field(default_factory=list)
+    loops: list[Path] = field(default_factory=list)  # entries that are symlink loops
+
+
+def parse_folder_name(name: str) -> tuple[int | None, str]:
+    """sd-scripts' rule: the digits before the first '_' are the repeats, the rest the class tokens."""
+    match = _FOLDER.match(name)
+    return (int(match.group(1)), match.group(2)) if match else (None, name)
+
+
+def _is_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _list_folder(folder: Folder, caption_ext: str) -> Folder:
+    for entry in sorted(folder.path.iterdir()):
+        if entry.is_symlink() and _is_loop(entry):
+            folder.loops.append(entry)
+        elif entry.name.startswith("."):
+            continue
+        elif entry.is_dir():
+            folder.other.append(entry)
+        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+            folder.images.append(entry)
+        elif entry.suffix.lower() in {caption_ext.lower(), *CAPTION_EXTENSIONS}:
+            folder.captions.append(entry)
+        else:
+            folder.other.append(entry)
+    return folder
+
+
+def find_folders(root: Path, caption_ext: str = ".txt", is_reg: bool = False,
+                 repeats_override: dict[str, int] | None = None) -> tuple[list[Folder], bool]:
+    """The dataset's folders, and whether ``root`` is a flat folder of images (no subfolders)."""
+    overrides = repeats_override or {}
+    subdirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+               and not (p.is_symlink() and _is_loop(p))]
+    folders = []
+    for sub in subdirs:
+        repeats, tokens = parse_folder_name(sub.name)
+        folders.append(_list_folder(Folder(sub, overrides.get(sub.name, repeats), tokens, is_reg), caption_ext))
+    root_listing = _list_folder(Folder(root, overrides.get(root.name, 1), root.name, is_reg), caption_ext)
+    flat = not folders and bool(root_listing.images)
+    if flat:
+        folders = [root_listing]
+    else:
+        folders = [*folders, *([root_listing] if root_listing.loops or root_listing.images else [])]
+    return folders, flat
