@@ -51,9 +51,15 @@ def _config(args: argparse.Namespace) -> TrainingConfig:
 
 def _folders(args: argparse.Namespace, cfg: TrainingConfig) -> list[FolderCount]:
     if args.dataset:
-        from loratui.core.dataset_folders import folder_counts  # scans image headers: only when asked
+        from loratui.core.dataset import scan_dataset
+        from loratui.core.planner import bucket_spec_from_config
 
-        return folder_counts(args.dataset, cfg)
+        report = scan_dataset(args.dataset, caption_ext=cfg.dataset.caption_extension,
+                              reg_dir=cfg.dataset.reg_data_dir, resolution=cfg.dataset.resolution,
+                              bucket_spec=bucket_spec_from_config(cfg))
+        if report.errors:
+            raise CommandError(f"{report.errors[0].line()} (run `loratui check {args.dataset}` for all findings)")
+        return report.folder_counts()
     if args.images is None:
         raise CommandError("give --images N (with --repeats) or --dataset DIR so there is something to count")
     if args.images < 0 or args.repeats < 1 or args.reg_images < 0:

@@ -11,8 +11,11 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on a clean exit it replaces ``path``, on error it is removed."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", sync_dir: bool = True) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on a clean exit it replaces ``path``, on error it is removed.
+
+    ``sync_dir=False`` lets a batch writer fsync the folder once at the end (``fsync_dir``) instead of per file.
+    """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open writes only ('w' or 'wb')")
     target = Path(path)
@@ -30,10 +33,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (best effort: not every platform can open a directory)."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -47,8 +51,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, sync_dir: bool = True) -> None:
+    with atomic_open(path, "wb", sync_dir) as fh:
         fh.write(data)
 
 

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from loratui.core.atomic import atomic_write_bytes, atomic_write_text
+from loratui.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from loratui.core.captions.ops import Change
 
 JOURNAL_DIR = ".loratui-journal"
@@ -43,7 +43,9 @@ def apply(root: Path, changes: list[Change], operation: str) -> Path | None:
     }
     atomic_write_text(entry, json.dumps(record))
     for change in changes:
-        atomic_write_bytes(change.path, change.new)
+        atomic_write_bytes(change.path, change.new, sync_dir=False)
+    for folder in {c.path.parent for c in changes}:
+        fsync_dir(folder)
     return entry
 
 
@@ -61,8 +63,10 @@ def undo(root: Path) -> tuple[str, int] | None:
     for change in record["changes"]:
         path = Path(change["path"])
         if change["existed"]:
-            atomic_write_bytes(path, base64.b64decode(change["old"]))
+            atomic_write_bytes(path, base64.b64decode(change["old"]), sync_dir=False)
         else:
             path.unlink(missing_ok=True)
+    for folder in {Path(c["path"]).parent for c in record["changes"]}:
+        fsync_dir(folder)
     entries[-1].unlink()
     return record["operation"], len(record["changes"])

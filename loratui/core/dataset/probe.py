@@ -61,7 +61,8 @@ def probe_image(path: Path) -> ImageProbe:
                 if size[0] * size[1] > BOMB_PIXELS:
                     return ImageProbe(size=size, format=fmt, mode=mode,
                                       error=f"{size[0]}×{size[1]} is a decompression-bomb size; refused")
-                orientation = int(im.getexif().get(0x0112, 1) or 1) if fmt in ("JPEG", "WEBP", "PNG") else 1
+                # PNG keeps EXIF after the pixels, so reading it would decode the image: JPEG/WebP only.
+                orientation = int(im.getexif().get(0x0112, 1) or 1) if fmt in ("JPEG", "WEBP") else 1
                 animated = bool(getattr(im, "is_animated", False))
     except Image.DecompressionBombError:
         return ImageProbe(error="a decompression-bomb size; refused")

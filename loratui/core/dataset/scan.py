@@ -47,10 +47,12 @@ def scan_dataset(
             report.findings.append(Finding("error", "no-folder", reg_root, "regularisation folder not found",
                                            "fix the path or leave the regularisation folder empty"))
     _check_layout(report, folders)
-    total = sum(len(f.images) for f in folders)
+    total = sum(len(f.images) for f in folders if f.repeats is not None)
     done = 0
     buckets = make_buckets(spec)
     for folder in folders:
+        if folder.repeats is None:
+            continue  # reported once as no-repeats: sd-scripts never reads these images
         for image in folder.images:
             _check_image(report, folder, image, caption_ext, resolution, spec, buckets)
             done += 1
@@ -90,9 +92,14 @@ def _check_image(report: DatasetReport, folder: Folder, image: Path, caption_ext
                  spec: BucketSpec, buckets: list) -> None:
     probe = probe_image(image)
     if not probe.ok:
-        code = "empty-file" if "0 bytes" in (probe.error or "") else "bomb" if "bomb" in (probe.error or "") \
-            else "permission" if "permission" in (probe.error or "") else "unreadable"
-        _add(report, "error", code, image, probe.error or "unreadable", "replace or delete the file")
+        error = probe.error or "unreadable"
+        if "truncated" in error:
+            _add(report, "error", "truncated", image, "the file is cut short (truncated download or copy)",
+                 "copy or download it again")
+            return
+        code = next((c for key, c in (("0 bytes", "empty-file"), ("bomb", "bomb"), ("permission", "permission"))
+                     if key in error), "unreadable")
+        _add(report, "error", code, image, error, "replace or delete the file")
         return
     _image_findings(report, image, probe, resolution)
     caption = image.with_suffix(caption_ext)
@@ -158,7 +165,7 @@ def _check_captions(report: DatasetReport, folder: Folder, caption_ext: str) -> 
     stems: dict[str, list[Path]] = defaultdict(list)
     for image in folder.images:
         stems[image.stem].append(image)
-    for stem, images in stems.items():
+    for _stem, images in stems.items():
         if len(images) > 1:
             names = ", ".join(p.name for p in images)
             _add(report, "error", "same-stem", images[0], f"{names} share one caption file",
