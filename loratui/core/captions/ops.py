@@ -51,12 +51,12 @@ def load_captions(root: Path, caption_ext: str = ".txt", pattern: str | None = N
             caption = image.with_suffix(caption_ext)
             raw = caption.read_bytes() if caption.exists() else b""
             item = CaptionFile(image, caption, raw, caption.exists())
-            if pattern is None or _matches(item, pattern):
+            if pattern is None or matches(item, pattern):
                 files.append(item)
     return files
 
 
-def _matches(item: CaptionFile, pattern: str) -> bool:
+def matches(item: CaptionFile, pattern: str) -> bool:
     if fnmatch.fnmatch(item.image.name, pattern) or fnmatch.fnmatch(str(item.image), pattern):
         return True
     return any(fnmatch.fnmatch(tag, pattern) for tags in tag_lists(item.text) for tag in tags)

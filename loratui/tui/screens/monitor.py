@@ -1,0 +1,168 @@
+"""The training monitor: reads only the run directory, so it works the same after an SSH reconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
+
+from loratui.core.planner import format_duration
+from loratui.core.run import rundir
+from loratui.core.run.events import EventTail, RunSnapshot
+from loratui.tui.screens.dialogs import ConfirmDialog
+
+POLL_SECONDS = 0.5  # a few UI updates per second, whatever the step rate
+SPARK_POINTS = 120
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 ** 2:.1f} MiB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KiB"
+
+
+class MonitorScreen(Screen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop (saves)", id="monitor.stop"),
+        Binding("escape", "back", "Back to wizard", id="monitor.back"),
+        Binding("q", "leave", "Quit (keeps training)", id="monitor.quit"),
+    ]
+
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.clock = clock
+        self.tail = EventTail(run_dir / rundir.EVENTS)
+        self.log_tail = EventLogTail(run_dir / rundir.LOG)
+        self.snapshot = RunSnapshot()
+        self.shown_checkpoints = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"Run {self.run_dir.name}", style="bold"), id="run-title")
+        yield ProgressBar(id="run-progress", show_eta=False)
+        yield Static("waiting for the trainer…", id="run-status")
+        with Horizontal(id="spark-row"):
+            with Vertical():
+                yield Label("loss (raw)")
+                yield Sparkline([], id="loss-raw", summary_function=max)
+            with Vertical():
+                yield Label("loss (average)")
+                yield Sparkline([], id="loss-avg")
+        with Horizontal(id="monitor-tables"):
+            table = DataTable(id="checkpoints", cursor_type="row")
+            table.border_title = "Checkpoints"
+            yield table
+            samples = Static("", id="samples")
+            samples.border_title = "Samples"
+            yield samples
+        log = RichLog(id="trainer-log", max_lines=200, wrap=True)
+        log.border_title = "trainer.log"
+        yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#checkpoints", DataTable).add_columns("file", "epoch", "step", "loss", "size")
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    def poll(self) -> None:
+        """Fold new events into the snapshot and redraw once per batch of events."""
+        events = self.tail.read_new()
+        for line in self.log_tail.read_new():
+            self.query_one("#trainer-log", RichLog).write(Text(line))
+        if not events and self.snapshot.started_at is not None and self.snapshot.done is None:
+            self._show_status()
+            return
+        self.snapshot.apply_all(events)
+        self._show_snapshot()
+
+    def _show_snapshot(self) -> None:
+        snap = self.snapshot
+        bar = self.query_one("#run-progress", ProgressBar)
+        bar.update(total=snap.total_steps or None, progress=snap.step)
+        self.query_one("#loss-raw", Sparkline).data = list(snap.losses[-SPARK_POINTS:])
+        self.query_one("#loss-avg", Sparkline).data = list(snap.avg_losses[-SPARK_POINTS:])
+        table = self.query_one("#checkpoints", DataTable)
+        for row in snap.checkpoints[self.shown_checkpoints:]:
+            loss = f"{row.avg_loss:.4f}" if row.avg_loss is not None else ""
+            table.add_row(Text(Path(row.path).name), str(row.epoch or ""), str(row.step), loss, _size(row.size_bytes))
+        self.shown_checkpoints = len(snap.checkpoints)
+        if snap.samples:
+            latest = snap.samples[-3:]
+            self.query_one("#samples", Static).update(
+                Text("\n".join(f"e{s['epoch']}: {Path(s['path']).name}\n  {s['prompt']}" for s in latest)))
+        self._show_status()
+
+    def _show_status(self) -> None:
+        snap = self.snapshot
+        state = rundir.run_state(self.run_dir)
+        text = Text()
+        text.append(f"{state}  ", style={"running": "bold green", "done": "bold cyan", "failed": "bold red",
+                                         "dead": "bold red", "stopped": "bold yellow"}.get(state, "bold"))
+        text.append(f"epoch {snap.epoch}/{snap.epochs}  step {snap.step}/{snap.total_steps}  ")
+        if snap.avg_losses:
+            text.append(f"loss {snap.losses[-1]:.4f} (avg {snap.avg_losses[-1]:.4f})  ")
+        if snap.lrs:
+            text.append("lr " + " ".join(f"{k} {v:.2e}" for k, v in snap.lrs.items()) + "  ")
+        if snap.it_per_s:
+            text.append(f"{snap.it_per_s:.2f} it/s  ")
+        if snap.eta_s is not None and snap.done is None:
+            stale = max(0.0, self.clock() - (snap.last_event_at or self.clock()))
+            text.append(f"ETA {format_duration(max(0.0, snap.eta_s - stale))}  ")
+        if snap.gpu_mem_gib:
+            text.append(f"GPU {snap.gpu_mem_gib:.1f} GiB  ")
+        if snap.device:
+            text.append(f"[{snap.device}]", style="dim")
+        if snap.error:
+            text.append(f"\nerror: {snap.error.get('message')}\nhint: {snap.error.get('hint')}", style="bold red")
+        elif snap.done:
+            text.append(f"\n{snap.done.get('state')}: {snap.done.get('final_path') or ''}", style="cyan")
+        for warning in snap.warnings[-2:]:
+            text.append(f"\nwarning: {warning}", style="yellow")
+        self.query_one("#run-status", Static).update(text)
+
+    def action_stop(self) -> None:
+        if rundir.run_state(self.run_dir) != "running":
+            self.notify("the run is not running")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                rundir.request_stop(self.run_dir)
+                self.notify("stop requested: the trainer saves a checkpoint and exits")
+
+        self.app.push_screen(ConfirmDialog("Stop training? The current step finishes and a checkpoint is saved.",
+                                           yes="Stop"), confirmed)
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def action_leave(self) -> None:
+        self.app.exit(message=f"Training continues in the background. Re-attach with: loratui attach "
+                              f"{self.run_dir.name}")
+
+
+class EventLogTail:
+    """New complete lines of the trainer's log (carriage-return progress lines are dropped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.partial = path, 0, ""
+
+    def read_new(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(256 * 1024)
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self.partial + chunk.decode("utf-8", "replace")
+        lines = data.split("\n")
+        self.partial = lines.pop()
+        return [line.rsplit("\r", 1)[-1] for line in lines if line.strip()]

@@ -1,0 +1,190 @@
+"""Step 2: every image with its caption and a preview; fast editing, batch tag tools, frequency, undo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Static, TextArea
+
+from loratui.core.captions import journal, ops
+from loratui.core.config import TrainingConfig
+from loratui.core.dataset.report import DatasetReport
+from loratui.tui.screens.dialogs import TagToolDialog
+from loratui.tui.widgets.image_preview import ImagePreview
+
+
+class CaptionsStep(Vertical):
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save caption", id="captions.save"),
+        Binding("ctrl+z", "undo", "Undo", id="captions.undo"),
+        Binding("ctrl+t", "tag_tools", "Tag tools", id="captions.tools"),
+        Binding("ctrl+e", "next_problem", "Next problem", id="captions.problem"),
+        Binding("ctrl+f", "focus_filter", "Filter", id="captions.filter"),
+    ]
+
+    def __init__(self, config: TrainingConfig, plain_images: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.plain_images = plain_images
+        self.files: list[ops.CaptionFile] = []
+        self.shown: list[ops.CaptionFile] = []
+        self.current: ops.CaptionFile | None = None
+        self.problems: set[Path] = set()
+        self.root: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="caption-list"):
+                yield Input(placeholder="filter by file name or tag (glob)", id="caption-filter")
+                table = DataTable(id="images", cursor_type="row", zebra_stripes=True)
+                table.border_title = "Images"
+                yield table
+            with Vertical(id="caption-detail"):
+                yield ImagePreview(plain=self.plain_images, id="preview")
+                yield Static("", id="caption-file")
+                yield TextArea("", id="editor", soft_wrap=True, show_line_numbers=False)
+                freq = DataTable(id="tag-freq", cursor_type="none")
+                freq.border_title = "Tag frequency"
+                yield freq
+
+    def on_mount(self) -> None:
+        self.query_one("#images", DataTable).add_columns("", "file", "caption")
+        self.query_one("#tag-freq", DataTable).add_columns("count", "tag")
+
+    def config_updated(self, config: TrainingConfig) -> None:
+        self.config = config
+
+    def load(self, root: Path, report: DatasetReport | None = None) -> None:
+        """(Re)read every caption under ``root``; keep the selection."""
+        self.root = root
+        self.problems = {f.path for f in report.findings} if report else self.problems
+        selected = self.current.image if self.current else None
+        self.files = ops.load_captions(root, self.config.dataset.caption_extension)
+        self.current = None
+        self.apply_filter(select=selected)
+        self.refresh_frequency()
+
+    def apply_filter(self, select: Path | None = None) -> None:
+        pattern = self.query_one("#caption-filter", Input).value.strip()
+        self.shown = self.files if not pattern else [f for f in self.files if ops.matches(f, f"*{pattern}*")]
+        table = self.query_one("#images", DataTable)
+        table.clear()
+        for item in self.shown:
+            flag = Text("!", style="bold red") if item.image in self.problems or item.caption in self.problems else ""
+            table.add_row(flag, Text(item.image.name), Text(item.text.replace("\n", " ⏎ ")[:80]),
+                          key=str(item.image))
+        if select is not None and any(f.image == select for f in self.shown):
+            table.move_cursor(row=[f.image for f in self.shown].index(select))
+        if self.shown:
+            self.show(self.shown[table.cursor_row])
+
+    def refresh_frequency(self) -> None:
+        table = self.query_one("#tag-freq", DataTable)
+        table.clear()
+        counts = ops.tag_frequency(self.files).get("*")
+        for tag, count in (counts.most_common(50) if counts else []):
+            table.add_row(str(count), Text(tag))
+
+    @on(Input.Changed, "#caption-filter")
+    def filter_changed(self) -> None:
+        self.save_current()
+        self.apply_filter(select=self.current.image if self.current else None)
+
+    @on(DataTable.RowHighlighted, "#images")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if 0 <= event.cursor_row < len(self.shown):
+            self.show(self.shown[event.cursor_row])
+
+    def show(self, item: ops.CaptionFile) -> None:
+        if self.current is not None and self.current.image == item.image:
+            return
+        self.save_current()  # save on leave: an edit is never lost
+        self.current = item
+        self.query_one("#preview", ImagePreview).show(item.image)
+        status = "" if item.exists else " (no caption yet)"
+        self.query_one("#caption-file", Static).update(Text(f"{item.caption.name}{status}"))
+        self.query_one("#editor", TextArea).load_text(item.text)
+
+    def select_image(self, path: Path) -> None:
+        item = next((f for f in self.files if path in (f.image, f.caption)), None)
+        if item is None:
+            self.notify(f"{path.name} is not an image with a caption slot here", severity="warning")
+            return
+        self.query_one("#caption-filter", Input).value = ""
+        self.apply_filter(select=item.image)
+        self.query_one("#editor", TextArea).focus()
+
+    def save_current(self) -> bool:
+        """Write the editor's text if it changed (journaled, so Undo reverts it). Returns True if it wrote."""
+        if self.current is None or self.root is None:
+            return False
+        text = self.query_one("#editor", TextArea).text
+        if text == self.current.text:
+            return False
+        change = ops.Change(self.current.caption, self.current.raw, text.encode("utf-8"), self.current.exists)
+        try:
+            journal.apply(self.root, [change], f"edit {self.current.caption.name}")
+        except OSError as exc:
+            self.notify(f"could not save {self.current.caption}: {exc.strerror}; your text is still in the editor",
+                        severity="error", timeout=10)
+            return False
+        self._replace_file(ops.CaptionFile(self.current.image, self.current.caption, change.new, True))
+        return True
+
+    def _replace_file(self, item: ops.CaptionFile) -> None:
+        self.files = [item if f.image == item.image else f for f in self.files]
+        self.shown = [item if f.image == item.image else f for f in self.shown]
+        self.current = item
+        table = self.query_one("#images", DataTable)
+        table.update_cell(str(item.image), table.ordered_columns[2].key, Text(item.text.replace("\n", " ⏎ ")[:80]))
+
+    def action_save(self) -> None:
+        if self.save_current():
+            self.notify(f"saved {self.current.caption.name}")
+            self.refresh_frequency()
+
+    def action_undo(self) -> None:
+        if self.root is None:
+            return
+        self.save_current()
+        undone = journal.undo(self.root)
+        if undone is None:
+            self.notify("nothing to undo")
+            return
+        self.notify(f"undid: {undone[0]} ({undone[1]} file(s))")
+        self.current = None
+        self.load(self.root)
+
+    def action_tag_tools(self) -> None:
+        if self.root is None:
+            self.notify("check a dataset first", severity="warning")
+            return
+        self.save_current()
+
+        def apply(changes: list[ops.Change] | None) -> None:
+            if changes:
+                journal.apply(self.root, changes, f"tag tools ({len(changes)} captions)")
+                self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
+                self.current = None
+                self.load(self.root)
+
+        self.app.push_screen(TagToolDialog(self.shown, self.root), apply)
+
+    def action_next_problem(self) -> None:
+        if not self.shown:
+            return
+        table = self.query_one("#images", DataTable)
+        order = self.shown[table.cursor_row + 1:] + self.shown[: table.cursor_row + 1]
+        item = next((f for f in order if f.image in self.problems or f.caption in self.problems), None)
+        if item is None:
+            self.notify("no image with a problem")
+            return
+        table.move_cursor(row=self.shown.index(item))
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#caption-filter", Input).focus()
