@@ -78,10 +78,10 @@ class CaptionsStep(Vertical):
             flag = Text("!", style="bold red") if item.image in self.problems or item.caption in self.problems else ""
             table.add_row(flag, Text(item.image.name), Text(item.text.replace("\n", " ⏎ ")[:80]),
                           key=str(item.image))
-        if select is not None and any(f.image == select for f in self.shown):
-            table.move_cursor(row=[f.image for f in self.shown].index(select))
+        row = next((i for i, f in enumerate(self.shown) if f.image == select), 0)
         if self.shown:
-            self.show(self.shown[table.cursor_row])
+            table.move_cursor(row=row)
+            self.show(self.shown[row])
 
     def refresh_frequency(self) -> None:
         table = self.query_one("#tag-freq", DataTable)
@@ -97,8 +97,9 @@ class CaptionsStep(Vertical):
 
     @on(DataTable.RowHighlighted, "#images")
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if 0 <= event.cursor_row < len(self.shown):
-            self.show(self.shown[event.cursor_row])
+        row = event.data_table.cursor_row  # the row now, not when the (possibly stale) event was sent
+        if 0 <= row < len(self.shown):
+            self.show(self.shown[row])
 
     def show(self, item: ops.CaptionFile) -> None:
         if self.current is not None and self.current.image == item.image:
@@ -115,7 +116,9 @@ class CaptionsStep(Vertical):
         if item is None:
             self.notify(f"{path.name} is not an image with a caption slot here", severity="warning")
             return
-        self.query_one("#caption-filter", Input).value = ""
+        field = self.query_one("#caption-filter", Input)
+        with field.prevent(Input.Changed):
+            field.value = ""
         self.apply_filter(select=item.image)
         self.query_one("#editor", TextArea).focus()
 
@@ -157,8 +160,15 @@ class CaptionsStep(Vertical):
             self.notify("nothing to undo")
             return
         self.notify(f"undid: {undone[0]} ({undone[1]} file(s))")
+        self._reload_keeping_selection()
+
+    def _reload_keeping_selection(self) -> None:
+        """Re-read captions from disk (the editor must not re-save its stale text) and keep the selection."""
+        selected = self.current.image if self.current else None
         self.current = None
         self.load(self.root)
+        if selected is not None:
+            self.apply_filter(select=selected)
 
     def action_tag_tools(self) -> None:
         if self.root is None:
@@ -170,8 +180,7 @@ class CaptionsStep(Vertical):
             if changes:
                 journal.apply(self.root, changes, f"tag tools ({len(changes)} captions)")
                 self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
-                self.current = None
-                self.load(self.root)
+                self._reload_keeping_selection()
 
         self.app.push_screen(TagToolDialog(self.shown, self.root), apply)
 
