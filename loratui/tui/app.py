@@ -111,11 +111,11 @@ def make_app(dataset_dir: Path | None = None, preset: Path | None = None, attach
 
 def run_wizard(dataset_dir: Path | None = None, preset: Path | None = None, demo: bool = False,
                attach: Path | None = None) -> int:
+    # textual-image asks the terminal about itself when imported; that must happen before Textual takes
+    # over the terminal, or the terminal's reply is typed into the focused input.
+    import textual_image.widget  # noqa: F401
+
     plain = bool(os.environ.get("LORATUI_PLAIN_IMAGES"))
-    if not plain:
-        # textual-image asks the terminal for its cell size at import; that must happen before Textual
-        # takes over the terminal, or the reply is typed into the focused input.
-        import textual_image.widget  # noqa: F401
     app = make_app(dataset_dir, preset, attach, plain_images=plain)
     app.run()
     if app.return_code:

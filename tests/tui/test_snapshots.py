@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loratui.tui.app import make_app
+from loratui.tui.steps.captions import PREVIEW_DELAY
 
 from .conftest import wait_until
 from .test_wizard import _fake_run
@@ -24,6 +25,7 @@ def _steady(pilot_keys: list[str]):
         await pilot.pause()
         for widget in pilot.app.screen.query("Input, TextArea"):
             widget.cursor_blink = False  # a blinking cursor makes screenshots flaky
+        await pilot.pause(PREVIEW_DELAY * 3)  # the image preview is drawn once the cursor settles
         await pilot.pause()
 
     return run_before

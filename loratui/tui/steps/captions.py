@@ -18,6 +18,9 @@ from loratui.tui.screens.dialogs import TagToolDialog
 from loratui.tui.widgets.image_preview import ImagePreview
 
 
+PREVIEW_DELAY = 0.12
+
+
 class CaptionsStep(Vertical):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save caption", id="captions.save"),
@@ -36,6 +39,7 @@ class CaptionsStep(Vertical):
         self.current: ops.CaptionFile | None = None
         self.problems: set[Path] = set()
         self.root: Path | None = None
+        self._preview_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -106,7 +110,11 @@ class CaptionsStep(Vertical):
             return
         self.save_current()  # save on leave: an edit is never lost
         self.current = item
-        self.query_one("#preview", ImagePreview).show(item.image)
+        # Holding an arrow key over 10,000 rows must not decode every image: draw the preview once it settles.
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        self._preview_timer = self.set_timer(PREVIEW_DELAY, lambda: self.query_one("#preview", ImagePreview).show(
+            self.current.image if self.current else None))
         status = "" if item.exists else " (no caption yet)"
         self.query_one("#caption-file", Static).update(Text(f"{item.caption.name}{status}"))
         self.query_one("#editor", TextArea).load_text(item.text)
