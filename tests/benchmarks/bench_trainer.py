@@ -15,11 +15,11 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-import torch  # noqa: E402
+import torch
 
-from loratui.core.demo import make_demo_dataset  # noqa: E402
-from loratui.core.demo_config import demo_config  # noqa: E402
-from loratui.train.tiny_models import build_tiny_sd1  # noqa: E402
+from loratui.core.demo import make_demo_dataset
+from loratui.core.demo_config import demo_config
+from loratui.train.tiny_models import build_tiny_sd1
 
 WARMUP = 5
 

@@ -17,7 +17,6 @@ from loratui.core.dataset.report import DatasetReport
 from loratui.tui.screens.dialogs import TagToolDialog
 from loratui.tui.widgets.image_preview import ImagePreview
 
-
 PREVIEW_DELAY = 0.12
 
 
