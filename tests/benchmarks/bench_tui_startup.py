@@ -13,8 +13,8 @@ import time
 
 def import_seconds() -> float:
     code = "import time; t = time.perf_counter(); import loratui.tui.app; print(time.perf_counter() - t)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(5)]
-    return min(runs)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(5)]
+    return min(float(r) for r in runs)
 
 
 async def first_screen_seconds() -> float:
