@@ -28,43 +28,48 @@ _NETWORK_MODULE = {"lora": "networks.lora", "locon": "networks.lora", "loha": "l
                    "lokr": "lycoris.kohya"}
 
 
-def _layer_tensors(module: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """The kohya/LyCORIS tensors of one adapted layer."""
-    if hasattr(module, "lora_A") and ADAPTER in module.lora_A:
-        out = {
-            f"{name}.lora_down.weight": module.lora_A[ADAPTER].weight,
-            f"{name}.lora_up.weight": module.lora_B[ADAPTER].weight,
-            f"{name}.alpha": torch.tensor(float(module.lora_alpha[ADAPTER])),
-        }
-        magnitude = getattr(module, "lora_magnitude_vector", None)
-        if magnitude is not None and ADAPTER in magnitude:
-            out[f"{name}.dora_scale"] = magnitude[ADAPTER].weight
-        return out
-    if hasattr(module, "hada_w1_a") and ADAPTER in module.hada_w1_a:
-        out = {f"{name}.{k}": getattr(module, k)[ADAPTER] for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")}
-        out[f"{name}.alpha"] = torch.tensor(float(module.alpha[ADAPTER]))
-        return out
-    if hasattr(module, "lokr_w1") and (ADAPTER in module.lokr_w1 or ADAPTER in module.lokr_w1_a):
-        return _lokr_tensors(module, name)
-    raise ValueError(f"layer {name} has no adapter weights")
+_LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight", "lora_magnitude_vector": "dora_scale"}
+_LYCORIS_KEYS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2",
+                 "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 
 
-def _lokr_tensors(module: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+def layer_parameters(module: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The live adapter parameters of one layer under their kohya/LyCORIS keys (no alpha, nothing folded)."""
     out: dict[str, torch.Tensor] = {}
-    for key in ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"):
-        params = getattr(module, key)
-        if ADAPTER in params:
-            out[f"{name}.{key}"] = params[ADAPTER]
-    rank = module.r[ADAPTER]
-    alpha = float(module.alpha[ADAPTER])
+    for attr, key in _LORA_KEYS.items():
+        container = getattr(module, attr, None)
+        if container is not None and ADAPTER in container:
+            out[f"{name}.{key}"] = container[ADAPTER].weight
+    for key in _LYCORIS_KEYS:
+        container = getattr(module, key, None)
+        if container is not None and ADAPTER in container:
+            out[f"{name}.{key}"] = container[ADAPTER]
+    if not out:
+        raise ValueError(f"layer {name} has no adapter weights")
+    return out
+
+
+def _layer_tensors(module: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """What the file stores for one layer: its parameters plus the alpha the loaders expect."""
+    out = layer_parameters(module, name)
+    if f"{name}.lora_down.weight" in out:
+        out[f"{name}.alpha"] = torch.tensor(float(module.lora_alpha[ADAPTER]))
+    elif f"{name}.hada_w1_a" in out:
+        out[f"{name}.alpha"] = torch.tensor(float(module.alpha[ADAPTER]))
+    else:
+        _fold_lokr_scale(module, name, out)
+    return out
+
+
+def _fold_lokr_scale(module: torch.nn.Module, name: str, out: dict[str, torch.Tensor]) -> None:
+    rank, alpha = module.r[ADAPTER], float(module.alpha[ADAPTER])
     if f"{name}.lokr_w2_a" in out:
         out[f"{name}.alpha"] = torch.tensor(alpha)  # LyCORIS scales by alpha / rank like peft
-    else:
-        # Neither factor low-rank: LyCORIS applies scale 1, peft alpha/r — fold peft's scale into w1.
-        w1_key = f"{name}.lokr_w1" if f"{name}.lokr_w1" in out else f"{name}.lokr_w1_a"
-        out[w1_key] = out[w1_key] * (alpha / rank)
-        out[f"{name}.alpha"] = torch.tensor(float(rank))
-    return out
+        return
+    # Neither factor low-rank: LyCORIS applies scale 1, peft alpha/r — fold peft's scale into w1.
+    w1_key = f"{name}.lokr_w1" if f"{name}.lokr_w1" in out else f"{name}.lokr_w1_a"
+    out[w1_key] = out[w1_key] * (alpha / rank)
+    out[f"{name}.alpha"] = torch.tensor(float(rank))
 
 
 def part_state_dict(part: AdaptedModel) -> dict[str, torch.Tensor]:

@@ -127,10 +127,8 @@ def test_two_process_data_parallel_run(tmp_path, tiny_sd1_dir, demo_dataset):
 
 @pytest.mark.slow
 def test_demo_headless_trains_and_loads_in_diffusers(tmp_path):
-    started = time.monotonic()
     out = loratui("demo", "--headless", "--dir", str(tmp_path / "demo"), home=tmp_path, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert time.monotonic() - started < 120
     line = next(line for line in out.stdout.splitlines() if line.startswith("your LoRA: "))
     lora = Path(line.removeprefix("your LoRA: "))
     assert lora.exists() and lora.name == "demo-lora.safetensors"

@@ -153,3 +153,20 @@ def test_resume_continues_exactly(tmp_path, tiny_sd1_dir, demo_dataset):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_training_continues_from_existing_lora_weights(tmp_path, tiny_sd1_dir, demo_dataset):
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir(), second_dir.mkdir()
+    cfg = make_config(tiny_sd1_dir, demo_dataset, network__network_dim=8, network__network_alpha=4.0)
+    first, _ = _train(first_dir, cfg)
+    follow = make_config(tiny_sd1_dir, demo_dataset, network__network_weights=str(first),
+                         network__dim_from_weights=True, optimizer__learning_rate=1e-12, schedule__max_train_steps=1)
+    trainer = Trainer(follow, second_dir, Recorder())
+    trainer.setup()
+    assert (trainer.network.dim, trainer.network.alpha) == (8, 4.0)
+    saved = load_file(str(first))
+    key = next(k for k in saved if k.startswith("lora_unet_") and k.endswith("lora_up.weight"))
+    path = next(p for p, n in trainer.network.unet.names.items() if key.startswith(n + "."))
+    live = trainer.network.unet.model.get_submodule(path).lora_B["default"].weight
+    torch.testing.assert_close(live.detach(), saved[key].float())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loratui.tui.app import make_app
-from loratui.tui.steps.captions import PREVIEW_DELAY
+from loratui.tui.steps.captions import CaptionsStep
+from loratui.tui.widgets.image_preview import ImagePreview
 
 from .conftest import wait_until
 from .test_wizard import _fake_run
@@ -25,7 +26,9 @@ def _steady(pilot_keys: list[str]):
         await pilot.pause()
         for widget in pilot.app.screen.query("Input, TextArea"):
             widget.cursor_blink = False  # a blinking cursor makes screenshots flaky
-        await pilot.pause(PREVIEW_DELAY * 3)  # the image preview is drawn once the cursor settles
+        # The image preview is drawn once the cursor settles: wait for it to show the selected image.
+        step = pilot.app.screen.query_one(CaptionsStep)
+        await wait_until(pilot, lambda: step.query_one(ImagePreview).path == (step.current and step.current.image))
         await pilot.pause()
 
     return run_before

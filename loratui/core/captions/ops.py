@@ -154,7 +154,7 @@ def tag_frequency(files: list[CaptionFile], per_folder: bool = False) -> dict[st
     for item in files:
         key = item.folder if per_folder else "*"
         counter = result.setdefault(key, Counter())
-        counter.update({t for tags in tag_lists(item.text) for t in tags})
+        counter.update(list(dict.fromkeys(t for tags in tag_lists(item.text) for t in tags)))  # once per caption
     return result
 
 

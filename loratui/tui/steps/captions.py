@@ -90,7 +90,8 @@ class CaptionsStep(Vertical):
         table = self.query_one("#tag-freq", DataTable)
         table.clear()
         counts = ops.tag_frequency(self.files).get("*")
-        for tag, count in (counts.most_common(50) if counts else []):
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if counts else []  # stable ties
+        for tag, count in ranked[:50]:
             table.add_row(str(count), Text(tag))
 
     @on(Input.Changed, "#caption-filter")
