@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,10 @@ import torch
 from PIL import Image, ImageOps
 
 from loratui.core.buckets import Size, assign_bucket, make_buckets
+from loratui.core.captions.text import decode
 from loratui.core.config import TrainingConfig
+from loratui.core.dataset.layout import Folder, find_folders
 from loratui.core.planner import bucket_spec_from_config
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-_FOLDER = re.compile(r"^(\d+)_(.+)$")
 
 
 @dataclass
@@ -50,41 +48,34 @@ class DatasetInfo:
 
 
 def _read_caption(image: Path, extension: str, fallback: str, warnings: list[str]) -> str:
+    """The caption's first line (sd-scripts' default); a missing file falls back to the class tokens."""
     caption_file = image.with_suffix(extension)
     if not caption_file.exists():
         return fallback
-    raw = caption_file.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text, utf8 = decode(caption_file.read_bytes())
+    if not utf8:
         warnings.append(f"{caption_file}: not UTF-8, read as Latin-1")
-    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    text = text.lstrip("\ufeff").strip()
     if not text:
         warnings.append(f"{caption_file}: empty caption; using the folder's class tokens '{fallback}'")
         return fallback
-    return text
+    return text.splitlines()[0].strip()
 
 
-def _folders(root: Path, overrides: dict[str, int], warnings: list[str]) -> list[tuple[Path, int, str]]:
-    """(folder, repeats, class tokens) for each usable folder; a flat folder of images counts as one."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    result = []
-    for sub in subdirs:
-        match = _FOLDER.match(sub.name)
-        if sub.name in overrides:
-            result.append((sub, overrides[sub.name], match.group(2) if match else sub.name))
-        elif match:
-            result.append((sub, int(match.group(1)), match.group(2)))
+def _folders(root: Path, overrides: dict[str, int], is_reg: bool, warnings: list[str]) -> list[Folder]:
+    """The folders sd-scripts would train (a flat folder of images counts as one, with a warning)."""
+    folders, flat = find_folders(root, ".txt", is_reg=is_reg, repeats_override=overrides)
+    usable = []
+    for folder in folders:
+        if folder.repeats is None:
+            warnings.append(f"{folder.path}: no '<repeats>_' prefix, skipped (sd-scripts skips it too); rename "
+                            f"it to e.g. 10_{folder.path.name}")
         else:
-            warnings.append(f"{sub}: no '<repeats>_' prefix, skipped (sd-scripts skips it too); rename it to "
-                            f"e.g. 10_{sub.name}")
-    if not result and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
-        repeats = overrides.get(root.name, overrides.get(".", 1))
-        warnings.append(f"{root}: images directly in the dataset folder; training them with {repeats} repeat(s). "
-                        f"Put them in a '10_{root.name}' subfolder to set repeats.")
-        result.append((root, repeats, root.name))
-    return result
+            usable.append(folder)
+    if flat:
+        warnings.append(f"{root}: images directly in the dataset folder; training them with {usable[0].repeats} "
+                        f"repeat(s). Put them in a '10_{root.name}' subfolder to set repeats.")
+    return usable
 
 
 def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[str]):
@@ -92,8 +83,8 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
     buckets = make_buckets(spec)
     items, dirs = [], {}
     tag_freq: dict[str, dict[str, int]] = {}
-    for folder, repeats, tokens in _folders(root, cfg.dataset.repeats, warnings):
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    for folder in _folders(root, cfg.dataset.repeats, is_reg, warnings):
+        folder_dir, repeats, tokens, images = folder.path, folder.repeats, folder.class_tokens, folder.images
         freq: dict[str, int] = defaultdict(int)
         for image in images:
             try:
@@ -107,9 +98,9 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
                 if tag:
                     freq[tag] += 1
             bucket = assign_bucket(size, spec, buckets).bucket
-            items.append(Item(image, caption, bucket, is_reg, folder.name, repeats))
-        dirs[folder.name] = {"n_repeats": repeats, "img_count": len(images)}
-        tag_freq[folder.name] = dict(freq)
+            items.append(Item(image, caption, bucket, is_reg, folder_dir.name, repeats))
+        dirs[folder_dir.name] = {"n_repeats": repeats, "img_count": len(images)}
+        tag_freq[folder_dir.name] = dict(freq)
     return items, dirs, tag_freq
 
 
