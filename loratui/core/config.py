@@ -349,6 +349,10 @@ def check_config(cfg: TrainingConfig, cuda_available: bool | None = None) -> lis
     if net.network_type == "lora" and (net.conv_dim or net.conv_alpha):
         add("warning", "network.conv_dim", "conv rank is ignored by plain LoRA",
             "set network_type to locon to train conv layers, or clear conv_dim")
+    if net.use_dora:
+        add("warning", "network.use_dora", "DoRA files are not yet proven to load identically in diffusers, "
+            "A1111 or ComfyUI (loratui's compatibility tests cover LoRA, LoCon, LoHa and LoKr)",
+            "check the result in your UI, or turn DoRA off")
     if net.dim_from_weights and not net.network_weights:
         add("error", "network.dim_from_weights", "needs network_weights to read the rank from",
             "set network.network_weights or turn dim_from_weights off")

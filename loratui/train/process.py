@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -12,6 +13,16 @@ from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
 from loratui.core.run.events import EventWriter
 from loratui.train.model_loading import ModelLoadError
+
+
+def quiet_ml_stack() -> None:
+    """Keep the trainer log to what matters: no loading progress bars, no optional-kernel notices."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def _install_signals(stop) -> None:
@@ -25,11 +36,8 @@ def _install_signals(stop) -> None:
 
 def run_dir_training(run_dir: Path, resume: bool = False, console=None) -> int:
     """Train the run in ``run_dir``; returns the exit code. ``console`` (optional) also receives each event."""
-    from diffusers.utils import logging as diffusers_logging
-
+    quiet_ml_stack()
     from loratui.train.loop import GracefulStop, StopFlag, TrainingFailed, run
-
-    diffusers_logging.disable_progress_bar()
 
     is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
     if is_main:

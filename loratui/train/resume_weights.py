@@ -19,10 +19,20 @@ def load_kohya_weights(network: AttachedNetwork, path: Path) -> int:
     with torch.no_grad():
         for part in network.parts:
             for path_in_model, name in part.names.items():
-                for key, target in layer_parameters(part.model.get_submodule(path_in_model), name).items():
+                module = part.model.get_submodule(path_in_model)
+                for key, target in layer_parameters(module, name).items():
                     if key in saved and saved[key].shape == target.shape:
-                        target.copy_(saved[key].to(target))
+                        target.copy_(saved[key].to(target) / _folded_scale(module, name, key, saved))
                         loaded += 1
     if not loaded:
         raise ValueError(f"{path}: no tensor matches this network; check network_type, rank and model family")
     return loaded
+
+
+def _folded_scale(module: torch.nn.Module, name: str, key: str, saved: dict[str, torch.Tensor]) -> float:
+    """Export folds peft's alpha/r into LoKr's w1 when neither factor is low-rank; undo that on the way in."""
+    from loratui.train.networks import ADAPTER
+
+    if not key.endswith((".lokr_w1", ".lokr_w1_a")) or f"{name}.lokr_w2_a" in saved:
+        return 1.0
+    return float(module.alpha[ADAPTER]) / module.r[ADAPTER]

@@ -170,3 +170,29 @@ def test_training_continues_from_existing_lora_weights(tmp_path, tiny_sd1_dir, d
     path = next(p for p, n in trainer.network.unet.names.items() if key.startswith(n + "."))
     live = trainer.network.unet.model.get_submodule(path).lora_B["default"].weight
     torch.testing.assert_close(live.detach(), saved[key].float())
+
+
+def test_lokr_weights_round_trip_through_export_and_resume(tmp_path, tiny_sd1_dir, demo_dataset):
+    from diffusers import StableDiffusionPipeline
+
+    from loratui.train.export import build_metadata, save_lora
+    from loratui.train.networks import attach_network
+    from loratui.train.resume_weights import load_kohya_weights
+
+    cfg = make_config(tiny_sd1_dir, demo_dataset, network__network_type="lokr", network__network_dim=16,
+                      network__network_alpha=4.0)
+    source = StableDiffusionPipeline.from_pretrained(tiny_sd1_dir)
+    network = attach_network(cfg, source.unet, [source.text_encoder])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in network.unet.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    x, t, hidden = torch.randn(1, 4, 8, 8, generator=gen), torch.tensor([10]), torch.randn(1, 77, 32, generator=gen)
+    with torch.no_grad():
+        want = source.unet(x, t, hidden).sample
+    path = save_lora(network, tmp_path / "k.safetensors", build_metadata(cfg, run_info={}), torch.float32)
+    target = StableDiffusionPipeline.from_pretrained(tiny_sd1_dir)
+    load_kohya_weights(attach_network(cfg, target.unet, [target.text_encoder]), path)
+    with torch.no_grad():
+        got = target.unet(x, t, hidden).sample
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
