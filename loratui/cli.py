@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import time
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from loratui import __version__
 
@@ -59,4 +63,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loratui: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in a file for the report
+        report = write_crash_report(args_list)
+        where = f"; crash report: {report}" if report else ""
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"loratui: internal error: {message}{where}", file=sys.stderr)
+        return 70
+
+
+def write_crash_report(argv: list[str]) -> str | None:
+    """Write the current exception's traceback to ``$LORATUI_HOME/crash-reports``; its path, or None."""
+    home = os.environ.get("LORATUI_HOME")
+    folder = (Path(home) if home else Path.home() / ".loratui") / "crash-reports"
+    text = (f"loratui {__version__} on Python {sys.version.split()[0]}\nargv: {argv!r}\n\n"
+            f"{traceback.format_exc()}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return str(path)
 
