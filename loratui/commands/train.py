@@ -124,8 +124,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     for info in runs:
         snap = read_snapshot(info.path / rundir.EVENTS)
+        state = info.state
+        if snap.unreadable_events:
+            # One damaged run never hides the others: say what was skipped and go on.
+            print(f"warning: {info.path / rundir.EVENTS}: skipped {snap.unreadable_events} unreadable line(s)",
+                  file=sys.stderr)
+            state = "unreadable"
         loss = f"loss {snap.avg_losses[-1]:.4f}" if snap.avg_losses else ""
-        print(f"{info.name:<40} {info.state:<9} step {snap.step}/{snap.total_steps} {loss}")
+        print(f"{info.name:<40} {state:<10} step {snap.step}/{snap.total_steps} {loss}")
     return 0
 
 

@@ -8,6 +8,7 @@ the file by byte offset and only ever see whole lines.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -68,6 +69,7 @@ class EventTail:
         self.path = Path(path)
         self.offset = 0
         self._partial = b""
+        self.skipped = 0  # lines that were not a readable event (garbage, truncated by a crash or a full disk)
 
     def read_new(self) -> list[dict[str, Any]]:
         try:
@@ -86,10 +88,12 @@ class EventTail:
                 continue
             try:
                 event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a corrupt line (disk full, crash) must not stop a viewer
-            if isinstance(event, dict) and "type" in event:
+            except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
+                event = None
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
                 events.append(event)
+            else:
+                self.skipped += 1  # a corrupt line (disk full, crash) must not stop a viewer
         return events
 
 
@@ -125,17 +129,32 @@ class RunSnapshot:
     started_at: float | None = None
     last_event_at: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    unreadable_events: int = 0  # lines or events that could not be read and were skipped
 
     @property
     def progress(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
 
+    @property
+    def finished(self) -> bool:
+        return self.done is not None or self.error is not None
+
     def apply(self, event: dict[str, Any]) -> None:
+        """Fold one event in; an event with missing or wrongly typed fields is counted and skipped, never raised."""
         kind = event.get("type")
-        self.last_event_at = event.get("t", self.last_event_at)
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
-            handler(event)
+        if kind not in EVENT_TYPES:
+            return  # a newer trainer's event type: not an error
+        t = event.get("t")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
+            self.last_event_at = float(t)
+        try:
+            getattr(self, f"_on_{kind}")(event)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            self.unreadable_events += 1
+
+    def end(self) -> None:
+        """The run is over (dead, finished, failed): no ETA counts down any more."""
+        self.eta_s = None
 
     def apply_all(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -156,32 +175,54 @@ class RunSnapshot:
             self.losses.append(float(e["loss"]))
         if e.get("avg_loss") is not None:
             self.avg_losses.append(float(e["avg_loss"]))
-        self.lrs = dict(e.get("lrs", self.lrs))
-        self.it_per_s = e.get("it_per_s", self.it_per_s)
-        self.eta_s = e.get("eta_s", self.eta_s)
-        self.gpu_mem_gib = e.get("gpu_mem_gib", self.gpu_mem_gib)
+        self.lrs = {str(k): float(v) for k, v in dict(e.get("lrs", self.lrs)).items()}
+        self.it_per_s = _number(e.get("it_per_s", self.it_per_s))
+        self.eta_s = _number(e.get("eta_s", self.eta_s))
+        self.gpu_mem_gib = _number(e.get("gpu_mem_gib", self.gpu_mem_gib))
 
     def _on_epoch_end(self, e: dict[str, Any]) -> None:
         self.epoch = int(e.get("epoch", self.epoch))
 
     def _on_checkpoint(self, e: dict[str, Any]) -> None:
-        self.checkpoints.append(CheckpointRow(str(e["path"]), e.get("epoch"), int(e.get("step", 0)),
-                                              e.get("avg_loss"), int(e.get("size_bytes", 0))))
+        epoch = e.get("epoch")
+        self.checkpoints.append(CheckpointRow(str(e["path"]), None if epoch is None else int(epoch),
+                                              int(e.get("step", 0)), _number(e.get("avg_loss")),
+                                              int(e.get("size_bytes", 0))))
 
     def _on_sample(self, e: dict[str, Any]) -> None:
-        self.samples.append(e)
+        self.samples.append({**e, "path": str(e["path"]), "prompt": str(e.get("prompt", "")),
+                             "epoch": e.get("epoch", "")})
 
     def _on_warning(self, e: dict[str, Any]) -> None:
         self.warnings.append(str(e.get("message", "")))
 
     def _on_error(self, e: dict[str, Any]) -> None:
         self.error = e
+        self.end()
 
     def _on_done(self, e: dict[str, Any]) -> None:
         self.done = e
+        self.end()
+
+
+def _number(value: Any) -> float | None:
+    """A finite float or None: a viewer does arithmetic on these."""
+    if value is None:
+        return None
+    number = float(value)
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"not a number: {value!r}")
+    return number
 
 
 def read_snapshot(events_path: Path) -> RunSnapshot:
+    """Fold a whole event log; unreadable lines are skipped and counted in ``unreadable_events``."""
     snapshot = RunSnapshot()
-    snapshot.apply_all(EventTail(events_path).read_new())
+    tail = EventTail(events_path)
+    try:
+        events = tail.read_new()
+    except OSError:
+        events, tail.skipped = [], 1
+    snapshot.apply_all(events)
+    snapshot.unreadable_events += tail.skipped
     return snapshot
