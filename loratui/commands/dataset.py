@@ -10,6 +10,8 @@ from loratui.cli import CommandError
 from loratui.core.dataset import scan_dataset
 from loratui.core.dataset.report import DatasetReport
 
+WD_DEFAULT_MODEL = "SmilingWolf/wd-v1-4-convnext-tagger-v2"  # sd-scripts' default tagger
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check a dataset: layout, images, captions, duplicates, buckets")
@@ -28,12 +30,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="new folder (the originals are never touched)")
     p.set_defaults(func=cmd_resize)
 
-    p = sub.add_parser("caption-images", help="caption images with BLIP (skips images that have captions)")
+    p = sub.add_parser("caption-images", help="caption images with BLIP or tag them with a WD tagger "
+                                              "(skips images that have captions)")
     p.add_argument("dataset")
-    p.add_argument("--model", required=True, help="BLIP captioning model: hub id or local folder")
-    p.add_argument("--prefix", default="", help="text put before every caption, e.g. 'sks person, '")
+    p.add_argument("--tagger", choices=("blip", "wd"), default="blip",
+                   help="blip: sentences (photos); wd: booru tags with a WD 1.4/v3 ONNX tagger (anime)")
+    p.add_argument("--model", help=f"hub id or local folder (required for blip; wd default {WD_DEFAULT_MODEL})")
+    p.add_argument("--prefix", default="", help="blip: text put before every caption, e.g. 'sks person, '")
     p.add_argument("--overwrite", action="store_true", help="also re-caption images that have a caption")
     p.add_argument("--caption-ext", default=".txt")
+    wd = p.add_argument_group("wd tagger")
+    wd.add_argument("--mode", choices=("missing", "append", "overwrite"), default=None,
+                    help="missing: only images without a caption (default); append: add new tags; overwrite")
+    wd.add_argument("--general-threshold", type=float, default=0.35, help="default 0.35")
+    wd.add_argument("--character-threshold", type=float, default=0.85, help="default 0.85")
+    wd.add_argument("--rating", action="store_true", help="add the most likely rating tag (off by default)")
+    wd.add_argument("--exclude", default="", help="comma-separated tags never written")
+    wd.add_argument("--max-tags", type=int, help="keep only the N most confident tags")
+    wd.add_argument("--activation-tag", default="", help="tag kept first in every caption, e.g. 'sks girl'")
+    wd.add_argument("--keep-underscores", action="store_true", help="write long_hair, not long hair")
+    wd.add_argument("--no-escape", action="store_true", help="write (cosplay), not \\(cosplay\\)")
+    wd.add_argument("--batch-size", type=int, default=8)
+    wd.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
     p.set_defaults(func=cmd_caption_images)
 
 
@@ -85,6 +103,12 @@ def cmd_resize(args: argparse.Namespace) -> int:
 
 
 def cmd_caption_images(args: argparse.Namespace) -> int:
+    if not Path(args.dataset).is_dir():
+        raise CommandError(f"{args.dataset}: not a folder; give the dataset folder")
+    if args.tagger == "wd":
+        return _tag_images_wd(args)
+    if not args.model:
+        raise CommandError("--model is required with the BLIP captioner: a hub id or a local folder")
     from loratui.train.autocaption import CaptionModelError, caption_folder
 
     try:
@@ -94,3 +118,35 @@ def cmd_caption_images(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(f"captioned {written} image(s); {skipped} already had captions")
     return 0
+
+
+def _tag_images_wd(args: argparse.Namespace) -> int:
+    from loratui.train.tagger_wd import TaggerModelError, TagOptions, tag_folder
+
+    root = Path(args.dataset)
+    mode = args.mode or ("overwrite" if args.overwrite else "missing")
+    for name in ("general_threshold", "character_threshold"):
+        if not 0 < getattr(args, name) <= 1:
+            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)}: use a value between 0 and 1")
+    if args.batch_size < 1 or (args.max_tags is not None and args.max_tags < 1):
+        raise CommandError("--batch-size and --max-tags must be at least 1")
+    options = TagOptions(general_threshold=args.general_threshold, character_threshold=args.character_threshold,
+                         rating=args.rating, exclude=[t.strip() for t in args.exclude.split(",") if t.strip()],
+                         max_tags=args.max_tags, replace_underscores=not args.keep_underscores,
+                         escape=not args.no_escape, activation_tag=args.activation_tag)
+    try:
+        result, entry = tag_folder(root, args.model or WD_DEFAULT_MODEL, options, mode, args.caption_ext,
+                                   args.batch_size, dry_run=args.dry_run)
+    except TaggerModelError as exc:
+        raise CommandError(str(exc)) from exc
+    for path, problem in result.skipped:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
+    if args.dry_run:
+        from loratui.core.captions.ops import diff
+
+        print(diff(result.changes, root), end="")
+        print(f"{len(result.changes)} of {result.total} caption(s) would change (dry run)")
+    else:
+        print(f"tagged {result.tagged} image(s), changed {len(result.changes)} of {result.total} caption(s)"
+              + (f"; `loratui captions {root} undo` reverts it" if entry else ""))
+    return 1 if result.skipped else 0

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from loratui.core.config import TrainingConfig
 from loratui.core.vram import what_to_lower
 from loratui.train import data as D
+from loratui.train import tb_log
 from loratui.train.export import (
     build_metadata,
     checkpoint_filename,
@@ -74,6 +75,7 @@ class Trainer:
         self.device = self.accelerator.device
         self.output_dir = Path(cfg.saving.output_dir) if cfg.saving.output_dir else run_dir / "output"
         self.last_saved: Path | None = None
+        self.tb = tb_log.open_log(cfg, run_dir, self.is_main)  # TensorBoard, fed from the events below
 
     # --- events ----------------------------------------------------------------------------------------
     @property
@@ -83,6 +85,7 @@ class Trainer:
     def emit(self, type_: str, **fields) -> None:
         if self.is_main:
             self._emit(type_, **fields)
+            self.tb.on_event(type_, fields)
 
     def warn(self, message: str) -> None:
         self.emit("warning", message=message)
