@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from loratui.cli import CommandError
+from loratui.core.buckets import BucketSpec
 from loratui.core.dataset import scan_dataset
 from loratui.core.dataset.report import DatasetReport
 
@@ -20,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption-ext", default=".txt", help="caption file extension (default .txt)")
     p.add_argument("--reg", help="regularisation folder")
     p.add_argument("--resolution", type=int, default=512, help="training resolution (default 512)")
-    p.add_argument("--batch", type=int, default=1, help="batch size, to flag buckets with partial batches")
+    p.add_argument("--batch", type=int, default=1, help="batch size: batches per epoch and partial batches")
+    p.add_argument("--bucket-no-upscale", action="store_true",
+                   help="bucket as sd-scripts' --bucket_no_upscale does (never enlarge images)")
     p.add_argument("--near-duplicates", action="store_true", help="also find near duplicates (decodes images)")
     p.set_defaults(func=cmd_check)
 
@@ -62,9 +65,11 @@ def print_report(report: DatasetReport) -> None:
         print(f"{name}{kind}: {info['images']} images, {repeats}")
     counts = report.bucket_counts()
     if counts:
-        print("buckets (images × repeats):")
+        print("buckets (images × repeats, reg included):")
         for (w, h), n in sorted(counts.items(), key=lambda kv: -kv[1]):
             print(f"  {w:>4}×{h:<4} {n}")
+        print(f"batches per epoch: {report.batches_per_epoch(report.batch_size)} at batch {report.batch_size} "
+              "(as sd-scripts runs it; `loratui plan` and the trainer give the same)")
     for finding in report.sorted_findings():
         print(finding.line())
     totals = {s: sum(f.severity == s for f in report.findings) for s in ("error", "warning", "info")}
@@ -75,8 +80,11 @@ def print_report(report: DatasetReport) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     if not Path(args.dataset).is_dir():
         raise CommandError(f"{args.dataset}: not a folder; give the folder that holds your image folders")
+    if args.batch < 1:
+        raise CommandError(f"--batch {args.batch}: use 1 or more")
+    spec = BucketSpec(resolution=(args.resolution, args.resolution), no_upscale=args.bucket_no_upscale)
     report = scan_dataset(args.dataset, caption_ext=args.caption_ext, reg_dir=args.reg, resolution=args.resolution,
-                          batch_size=args.batch, near_duplicates=args.near_duplicates)
+                          bucket_spec=spec, batch_size=args.batch, near_duplicates=args.near_duplicates)
     if args.json:
         print(report.to_json())
     else:

@@ -75,8 +75,7 @@ def print_plan(plan: StepPlan) -> None:
     print(f"images:            {plan.images}{reg} ({plan.images_with_repeats} with repeats)")
     print(f"steps per epoch:   {plan.steps_per_epoch}")
     print(f"total steps:       {plan.total_steps}")
-    formula = f"{plan.images_with_repeats} × {plan.epochs} ÷ {plan.batch}" + (" × 2 (reg)" if plan.reg_images else "")
-    print(f"  simple figure:   {plan.simple_total}  ({formula})")
+    print(f"  simple figure:   {plan.simple_total}  ({plan.simple_formula})")
     if plan.exact_total is not None:
         print(f"  exact figure:    {plan.exact_total}  (per-bucket batches, as sd-scripts runs it)")
     epochs = ", ".join(str(e) for e in plan.checkpoint_epochs)

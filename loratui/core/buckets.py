@@ -63,33 +63,60 @@ def make_buckets(spec: BucketSpec) -> list[Size]:
     return sorted(buckets)
 
 
-def _no_upscale_bucket(size: Size, spec: BucketSpec) -> Size:
-    """sd-scripts' no-upscale rule: shrink to the max area if larger, then round each side down to the step."""
+def _round_to_steps(x: float, step: int) -> int:
+    """sd-scripts' ``BucketManager.round_to_steps``: round half up to an integer, then down to the step."""
+    rounded = int(x + 0.5)
+    return rounded - rounded % step
+
+
+def _no_upscale_resize(size: Size, spec: BucketSpec) -> Size:
+    """sd-scripts' ``select_bucket`` with ``no_upscale``: an image above the area limit is shrunk to that area
+    keeping its aspect; of "width rounded to the step" and "height rounded to the step" the one whose aspect is
+    closer to the image's wins (ties go to the height). Smaller images keep their size."""
     w, h = size
-    if w * h > spec.max_area:
-        ratio = (spec.max_area / (w * h)) ** 0.5
-        w, h = int(w * ratio), int(h * ratio)
-    bw = max(spec.step, w // spec.step * spec.step)
-    bh = max(spec.step, h // spec.step * spec.step)
-    return bw, bh
+    if w * h <= spec.max_area:
+        return size
+    aspect = w / h
+    resized_w = (spec.max_area * aspect) ** 0.5
+    resized_h = spec.max_area / resized_w
+    width_rounded = _round_to_steps(resized_w, spec.step)
+    ar_width = width_rounded / _round_to_steps(width_rounded / aspect, spec.step)
+    height_rounded = _round_to_steps(resized_h, spec.step)
+    ar_height = _round_to_steps(height_rounded * aspect, spec.step) / height_rounded
+    if abs(ar_width - aspect) < abs(ar_height - aspect):
+        return width_rounded, int(width_rounded / aspect + 0.5)
+    return int(height_rounded * aspect + 0.5), height_rounded
+
+
+def _predefined_bucket(size: Size, candidates: list[Size]) -> Size:
+    """sd-scripts' ``select_bucket`` without ``no_upscale``: the image's own size if it is a bucket, else the
+    first bucket (in sorted order) with the smallest |bucket aspect − image aspect| — numpy ``argmin`` keeps the
+    first of equal errors, so an image halfway between two buckets goes to the narrower one."""
+    if size in candidates:
+        return size
+    aspect = size[0] / size[1]
+    return min(candidates, key=lambda b: abs(b[0] / b[1] - aspect))
 
 
 def assign_bucket(size: Size, spec: BucketSpec, buckets: list[Size] | None = None) -> BucketAssignment:
-    """Pick the bucket for an image of ``size`` (width, height) and describe the resize and crop."""
+    """Pick the bucket for an image of ``size`` (its stored width, height) and describe the resize and crop,
+    as sd-scripts' ``BucketManager.select_bucket`` does."""
     width, height = size
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {size}")
-    if not spec.enabled:
-        bucket = spec.resolution
-    elif spec.no_upscale:
-        bucket = _no_upscale_bucket(size, spec)
+    aspect = width / height
+    if spec.no_upscale and spec.enabled:
+        resized = _no_upscale_resize(size, spec)
+        bucket = (resized[0] - resized[0] % spec.step, resized[1] - resized[1] % spec.step)
     else:
-        candidates = buckets if buckets is not None else make_buckets(spec)
-        aspect = width / height
-        bucket = min(candidates, key=lambda b: (abs(b[0] / b[1] - aspect), -b[0] * b[1]))
-    scale = max(bucket[0] / width, bucket[1] / height)
-    resized = (max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale)))
-    cropped = resized[0] * resized[1] - bucket[0] * bucket[1]
+        candidates = [spec.resolution] if not spec.enabled else (buckets if buckets is not None
+                                                                 else make_buckets(spec))
+        bucket = _predefined_bucket(size, candidates)
+        # Match the side the bucket is short of; the other side overhangs and is centre-cropped.
+        scale = bucket[1] / height if aspect > bucket[0] / bucket[1] else bucket[0] / width
+        resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+    scale = resized[0] / width
+    cropped = max(0, resized[0] * resized[1] - bucket[0] * bucket[1])
     return BucketAssignment(bucket=bucket, scale=scale, resized=resized, cropped_pixels=cropped)
 
 

@@ -1,20 +1,21 @@
 """Step planning: how many steps a run takes, which epochs save a checkpoint, and roughly how long it runs.
 
 Two figures, because users know one and the trainer runs the other:
-- the *simple* figure from the guides: images × repeats × epochs ÷ batch, doubled with regularisation images;
-- the *exact* figure sd-scripts runs: per epoch, the sum over buckets of ceil(images-with-repeats ÷ batch)
-  (a batch never mixes buckets), then ceil(÷ GPUs ÷ gradient accumulation), × epochs.
+- the *simple* figure from the guides: (images × repeats + balanced reg entries) × epochs ÷ batch;
+- the *exact* figure sd-scripts runs (``loratui.core.dataset_plan.layout_epoch``): per epoch, the sum over
+  buckets (training and reg images share them) of ceil(images-with-repeats ÷ batch), then
+  ceil(÷ GPUs ÷ gradient accumulation), × epochs.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from loratui.core.buckets import BucketSpec, Size, bucket_counts
+from loratui.core.buckets import BucketSpec, Size
 from loratui.core.config import TrainingConfig
+from loratui.core.dataset_plan import SourceImage, layout_epoch
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,19 @@ class StepPlan:
     buckets: dict[Size, int] = field(default_factory=dict)
     underfilled_buckets: list[Size] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reg_images_with_repeats: int = 0  # reg entries trained per epoch, after sd-scripts' balancing
 
     @property
     def total_steps(self) -> int:
         """The figure the trainer will run: exact when image sizes are known, the simple one otherwise."""
         return self.exact_total if self.exact_total is not None else self.simple_total
+
+    @property
+    def simple_formula(self) -> str:
+        """How the simple figure is made, e.g. ``(40 + 40 reg) × 10 ÷ 2``."""
+        reg = f" + {self.reg_images_with_repeats} reg" if self.reg_images else ""
+        count = f"({self.images_with_repeats}{reg})" if reg else str(self.images_with_repeats)
+        return f"{count} × {self.epochs} ÷ {self.batch}"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -64,6 +73,17 @@ def checkpoint_epochs(epochs: int, save_every_n_epochs: int) -> list[int]:
     return saved
 
 
+def _source_images(folders: Sequence[FolderCount]) -> list[SourceImage]:
+    """The folders' images for :func:`layout_epoch` (train folders first, as sd-scripts lists its subsets)."""
+    ordered = [f for f in folders if not f.is_reg] + [f for f in folders if f.is_reg]
+    images = []
+    for folder in ordered:
+        sizes = folder.sizes or ((1, 1),) * folder.images  # sizes only matter for buckets
+        images += [SourceImage(f"{'reg' if folder.is_reg else 'train'}/{folder.name}/{i}", size, folder.repeats,
+                               folder.is_reg) for i, size in enumerate(sizes)]
+    return images
+
+
 def plan_steps(
     folders: Sequence[FolderCount],
     *,
@@ -77,29 +97,27 @@ def plan_steps(
 ) -> StepPlan:
     if epochs < 1 or batch < 1 or grad_accum < 1 or num_gpus < 1:
         raise ValueError("epochs, batch, gradient accumulation and GPUs must all be at least 1")
+    folders = [f for f in folders if f.repeats >= 1 and f.images]  # sd-scripts skips these folders
     train = [f for f in folders if not f.is_reg]
-    reg = [f for f in folders if f.is_reg]
     images = sum(f.images for f in train)
-    with_repeats = sum(f.images * f.repeats for f in train)
-    reg_images = sum(f.images for f in reg)
-    # sd-scripts repeats regularisation images until they match the training images-with-repeats.
-    reg_factor = 2 if reg_images else 1
-    simple_per_epoch = with_repeats * reg_factor / batch
+    reg_images = sum(f.images for f in folders if f.is_reg)
+    sizes_known = bucket_spec is not None and all(len(f.sizes) == f.images for f in folders)
+    layout = layout_epoch(_source_images(folders), bucket_spec if sizes_known else BucketSpec(enabled=False))
+    with_repeats = layout.num_train_images
+    reg_entries = layout.reg_entries
+    simple_per_epoch = (with_repeats + reg_entries) / batch
     simple_total = math.ceil(simple_per_epoch * epochs / (num_gpus * grad_accum))
     notes: list[str] = []
-    if reg_images and reg_images < with_repeats:
-        notes.append(f"{reg_images} regularisation images are reused round-robin to match "
-                     f"{with_repeats} training images-with-repeats.")
+    if reg_images:
+        notes.append(f"regularisation: {reg_entries} reg images-with-repeats per epoch against {with_repeats} "
+                     "training ones (sd-scripts registers reg folders until they match, then adds repeats "
+                     "round-robin); they share the training images' buckets.")
 
-    buckets: Counter[Size] = Counter()
+    buckets: dict[Size, int] = {}
     exact_per_epoch: int | None = None
-    if bucket_spec is not None and train and all(len(f.sizes) == f.images for f in train):
-        for folder in train:
-            buckets.update(bucket_counts(folder.sizes, bucket_spec, folder.repeats))
-        batches = sum(math.ceil(n / batch) for n in buckets.values())
-        if reg_images:
-            batches *= 2  # reg batches mirror the training ones
-        exact_per_epoch = math.ceil(batches / num_gpus / grad_accum)
+    if sizes_known and train:
+        buckets = layout.bucket_counts
+        exact_per_epoch = math.ceil(layout.batches(batch) / num_gpus / grad_accum)
     exact_total = exact_per_epoch * epochs if exact_per_epoch is not None else None
     underfilled = sorted(b for b, n in buckets.items() if n % batch)
 
@@ -129,6 +147,7 @@ def plan_steps(
         buckets=dict(buckets),
         underfilled_buckets=underfilled,
         notes=notes,
+        reg_images_with_repeats=reg_entries,
     )
 
 

@@ -4,7 +4,6 @@ shuffle with keep tokens, caption/tag dropout, flip augmentation, and latent cac
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,10 +13,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from loratui.core.buckets import Size, assign_bucket, make_buckets
+from loratui.core.buckets import Size
 from loratui.core.captions.text import decode
 from loratui.core.config import TrainingConfig
 from loratui.core.dataset.layout import Folder, find_folders
+from loratui.core.dataset_plan import EpochLayout, SourceImage, layout_epoch
 from loratui.core.planner import bucket_spec_from_config
 
 
@@ -41,6 +41,7 @@ class DatasetInfo:
     dataset_dirs: dict[str, dict[str, int]]
     reg_dataset_dirs: dict[str, dict[str, int]]
     tag_frequency: dict[str, dict[str, int]]
+    layout: EpochLayout
 
     @property
     def images_with_repeats(self) -> int:
@@ -79,8 +80,6 @@ def _folders(root: Path, overrides: dict[str, int], is_reg: bool, warnings: list
 
 
 def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[str]):
-    spec = bucket_spec_from_config(cfg)
-    buckets = make_buckets(spec)
     items, dirs = [], {}
     tag_freq: dict[str, dict[str, int]] = {}
     for folder in _folders(root, cfg.dataset.repeats, is_reg, warnings):
@@ -89,7 +88,7 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
         for image in images:
             try:
                 with Image.open(image) as im:
-                    size = ImageOps.exif_transpose(im).size if im.getexif().get(0x0112, 1) != 1 else im.size
+                    size = im.size  # stored size: sd-scripts ignores EXIF orientation
             except (OSError, ValueError) as exc:
                 warnings.append(f"{image}: cannot be read ({exc}); skipped")
                 continue
@@ -97,8 +96,7 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
             for tag in (t.strip() for t in caption.split(",")):
                 if tag:
                     freq[tag] += 1
-            bucket = assign_bucket(size, spec, buckets).bucket
-            items.append(Item(image, caption, bucket, is_reg, folder_dir.name, repeats))
+            items.append(Item(image, caption, size, is_reg, folder_dir.name, repeats))  # bucket set by layout
         dirs[folder_dir.name] = {"n_repeats": repeats, "img_count": len(images)}
         tag_freq[folder_dir.name] = dict(freq)
     return items, dirs, tag_freq
@@ -115,16 +113,27 @@ def load_dataset(cfg: TrainingConfig) -> DatasetInfo:
     reg_items, reg_dirs = [], {}
     if cfg.dataset.reg_data_dir:
         reg_items, reg_dirs, _ = _load_items(Path(cfg.dataset.reg_data_dir), cfg, True, warnings)
-    return DatasetInfo(items, reg_items, warnings, dirs, reg_dirs, tag_freq)
+    layout = _apply_layout(items, reg_items, cfg)
+    items = [i for i in items if str(i.path) in layout.buckets_of]  # folders with repeats < 1 train nothing
+    registered_reg = [i for i in reg_items if str(i.path) in layout.reg_keys]
+    return DatasetInfo(items, registered_reg, warnings, dirs, reg_dirs, tag_freq, layout)
+
+
+def _apply_layout(items: list[Item], reg_items: list[Item], cfg: TrainingConfig) -> EpochLayout:
+    """Buckets and (balanced reg) repeats from the core's one epoch layout — the figure `plan` shows.
+    Until this runs, ``Item.bucket`` holds the image's stored size."""
+    sources = [SourceImage(str(i.path), i.bucket, i.repeats, i.is_reg) for i in [*items, *reg_items]]
+    layout = layout_epoch(sources, bucket_spec_from_config(cfg))
+    for item in [*items, *reg_items]:
+        key = str(item.path)
+        if key in layout.buckets_of:
+            item.bucket, item.repeats = layout.buckets_of[key], layout.repeats[key]
+    return layout
 
 
 def epoch_entries(info: DatasetInfo) -> list[Item]:
-    """Each image once per repeat; regularisation images round-robin up to the same count."""
-    entries = [item for item in info.items for _ in range(item.repeats)]
-    if info.reg_items:
-        reg = [item for item in info.reg_items for _ in range(item.repeats)]
-        entries += [reg[i % len(reg)] for i in range(len(entries))]
-    return entries
+    """Each registered image (training and reg) once per repeat, reg repeats as sd-scripts balances them."""
+    return [item for item in [*info.items, *info.reg_items] for _ in range(item.repeats)]
 
 
 def epoch_batches(info: DatasetInfo, batch_size: int, seed: int, epoch: int) -> list[list[Item]]:
@@ -143,10 +152,7 @@ def epoch_batches(info: DatasetInfo, batch_size: int, seed: int, epoch: int) -> 
 
 
 def steps_per_epoch(info: DatasetInfo, batch_size: int) -> int:
-    counts: dict[Size, int] = defaultdict(int)
-    for entry in epoch_entries(info):
-        counts[entry.bucket] += 1
-    return sum(math.ceil(n / batch_size) for n in counts.values())
+    return info.layout.batches(batch_size)
 
 
 # --- captions --------------------------------------------------------------------------------------------------
@@ -176,7 +182,7 @@ def process_caption(caption: str, cfg: TrainingConfig, rng: random.Random, epoch
 def load_image(path: Path, bucket: Size, flip: bool = False) -> torch.Tensor:
     """The image scaled to cover the bucket, centre-cropped, as a CHW tensor in [-1, 1]."""
     with Image.open(path) as im:
-        image = ImageOps.exif_transpose(im).convert("RGB")
+        image = im.convert("RGB")  # pixels as stored, EXIF orientation ignored, as sd-scripts' load_image does
     bw, bh = bucket
     scale = max(bw / image.width, bh / image.height)
     size = (max(bw, round(image.width * scale)), max(bh, round(image.height * scale)))

@@ -96,6 +96,8 @@ class Trainer:
         if cfg.precision.mixed_precision != self.mixed:
             self.warn(f"{cfg.precision.mixed_precision} mixed precision needs CUDA; training in fp32 on this machine")
         torch.manual_seed(cfg.schedule.seed)
+        # One session id and start time per run, as sd-scripts' train_network.py sets them before its loop.
+        self.session_id, self.started_at = random.randint(0, 2**32), time.time()
         self.data = D.load_dataset(cfg)
         for message in self.data.warnings:
             self.warn(message)
@@ -338,12 +340,14 @@ class Trainer:
     # --- saving ----------------------------------------------------------------------------------------
     def _run_info(self, p: Progress, epoch: int | None) -> dict:
         return {"total_steps": self.total_steps, "steps": p.step, "epoch": epoch,
-                "num_train_images": self.data.images_with_repeats, "num_reg_images": len(self.data.reg_items),
+                "session_id": self.session_id, "started_at": self.started_at, "optimizer": self.optimizer,
+                "batches_per_epoch": self.batches_per_process, "num_processes": self.world,
+                "num_train_images": self.data.images_with_repeats, "num_reg_images": self.data.layout.num_reg_images,
                 "steps_per_epoch": self.steps_per_epoch, "warmup_steps": warmup_steps(self.cfg, self.total_steps),
                 "dataset_dirs": self.data.dataset_dirs, "reg_dataset_dirs": self.data.reg_dataset_dirs,
                 "tag_frequency": self.data.tag_frequency, "network_dim": self.network.dim,
                 "network_alpha": self.network.alpha,
-                "bucket_info": {f"{w}x{h}": n for (w, h), n in _bucket_counts(self.data).items()}}
+                "bucket_info": self.data.layout.bucket_info()}
 
     def save_checkpoint(self, p: Progress, name: str, epoch: int | None, final: bool = False) -> Path | None:
         if not self.is_main:

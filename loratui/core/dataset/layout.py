@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTENSIONS = (".txt", ".caption")
-_FOLDER = re.compile(r"^(\d+)_(.+)$")
 TOOL_DIRS = (".loratui-cache", ".loratui-journal")
 
 
@@ -27,9 +25,15 @@ class Folder:
 
 
 def parse_folder_name(name: str) -> tuple[int | None, str]:
-    """sd-scripts' rule: the digits before the first '_' are the repeats, the rest the class tokens."""
-    match = _FOLDER.match(name)
-    return (int(match.group(1)), match.group(2)) if match else (None, name)
+    """sd-scripts' rule (``config_util.generate_dreambooth_subsets_config_by_subdirs``): split the name at '_';
+    the first part read as an integer is the repeats, the rest joined by '_' the class tokens. So ``5_`` (and
+    ``5``) train with 5 repeats and empty class tokens; a name whose first part is not an integer has none."""
+    tokens = name.split("_")
+    try:
+        repeats = int(tokens[0])
+    except ValueError:
+        return None, name
+    return repeats, "_".join(tokens[1:])
 
 
 def _is_loop(path: Path) -> bool:

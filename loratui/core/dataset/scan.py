@@ -11,6 +11,7 @@ from loratui.core.buckets import BucketSpec, assign_bucket, make_buckets
 from loratui.core.dataset.layout import Folder, find_folders
 from loratui.core.dataset.probe import ImageProbe, extension_matches, probe_image
 from loratui.core.dataset.report import DatasetReport, Finding, ImageEntry
+from loratui.core.dataset_plan import layout_epoch
 
 MIN_IMAGES = 15  # the guides' minimum for a usable LoRA
 MAX_ASPECT = 4.0
@@ -49,16 +50,18 @@ def scan_dataset(
     _check_layout(report, folders)
     total = sum(len(f.images) for f in folders if f.repeats is not None)
     done = 0
-    buckets = make_buckets(spec)
+    buckets = make_buckets(spec) if spec.enabled and not spec.no_upscale else None
     for folder in folders:
-        if folder.repeats is None:
-            continue  # reported once as no-repeats: sd-scripts never reads these images
+        if folder.repeats is None or folder.repeats < 1:
+            continue  # reported once as no-repeats / zero-repeats: sd-scripts never reads these images
         for image in folder.images:
             _check_image(report, folder, image, caption_ext, resolution, spec, buckets)
             done += 1
             if progress is not None and (done % 50 == 0 or done == total):
                 progress(done, total)
         _check_captions(report, folder, caption_ext)
+    report.batch_size = batch_size
+    report.layout = layout_epoch(report.source_images(), spec)
     _check_counts(report)
     _check_duplicates(report, near_duplicates)
     _check_buckets(report, batch_size)
@@ -79,8 +82,9 @@ def _check_layout(report: DatasetReport, folders: list[Folder]) -> None:
             _add(report, "error", "no-repeats", folder.path,
                  f"folder has no repeat count, so sd-scripts silently skips its {len(folder.images)} images",
                  f"rename it to e.g. '10_{folder.path.name}' (10 repeats)")
-        if folder.repeats == 0:
-            _add(report, "error", "zero-repeats", folder.path, "repeat count 0 trains none of its images",
+        if folder.repeats is not None and folder.repeats < 1:
+            _add(report, "error", "zero-repeats", folder.path,
+                 f"repeat count {folder.repeats} trains none of its images (sd-scripts skips the folder)",
                  "use at least 1 repeat")
     if report.flat:
         _add(report, "info", "flat-folder", report.root,
@@ -106,8 +110,8 @@ def _check_image(report: DatasetReport, folder: Folder, image: Path, caption_ext
     entry = ImageEntry(image, folder.path.name, folder.repeats or 0, folder.is_reg, probe.size,
                        caption if caption.exists() else None)
     if probe.size and folder.repeats:
-        size = probe.size if probe.orientation in (1, 2, 3, 4) else (probe.size[1], probe.size[0])
-        assignment = assign_bucket(size, spec, buckets)
+        # The stored size, as sd-scripts buckets it (imagesize, EXIF orientation not read).
+        assignment = assign_bucket(probe.size, spec, buckets)
         entry.bucket, entry.crop_fraction = assignment.bucket, assignment.crop_fraction
     report.images.append(entry)
 
@@ -124,8 +128,11 @@ def _image_findings(report: DatasetReport, image: Path, probe: ImageProbe, resol
         _add(report, "warning", "animated", image, "animated image: only the first frame is trained",
              "export the frame you want as a still image")
     if probe.orientation not in (0, 1):
-        _add(report, "info", "exif-rotated", image, f"EXIF orientation {probe.orientation}: shown rotated",
-             "fine for loratui (it applies the rotation); bake it in if other tools show it sideways")
+        turned = "sideways" if probe.orientation >= 5 else "upside down or mirrored"
+        _add(report, "warning", "exif-rotated", image,
+             f"EXIF orientation {probe.orientation}: viewers turn it, but sd-scripts (and loratui, to match it) "
+             f"ignore the tag, so training buckets it as {w}×{h} and sees it {turned}",
+             "save the image with the rotation applied to its pixels (e.g. `exiftran -ai`, or rotate and re-save)")
     _mode_findings(report, image, probe.mode or "")
     if min(w, h) < resolution:
         _add(report, "warning", "small", image, f"{w}×{h} is smaller than the training resolution {resolution}",

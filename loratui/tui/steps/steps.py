@@ -123,9 +123,8 @@ class StepsStep(VerticalScroll):
         table.add_column()
         reg = f" + {plan.reg_images} reg" if plan.reg_images else ""
         table.add_row("Images", f"{plan.images}{reg} ({plan.images_with_repeats} with repeats)")
-        formula = f"{plan.images_with_repeats} × {plan.epochs} ÷ {plan.batch}" + (" × 2" if plan.reg_images else "")
         table.add_row("Total steps", Text(str(plan.total_steps), style="bold green"))
-        table.add_row("  simple", f"{plan.simple_total} ({formula})")
+        table.add_row("  simple", f"{plan.simple_total} ({plan.simple_formula})")
         if plan.exact_total is not None:
             table.add_row("  exact", f"{plan.exact_total} (per-bucket batches, as sd-scripts runs it)")
         table.add_row("Steps per epoch", str(plan.steps_per_epoch))
