@@ -1,4 +1,9 @@
-"""Load the base model's parts: a diffusers folder, a hub id, or a single-file checkpoint."""
+"""Load the base model's parts: a diffusers folder, a hub id, or a single-file checkpoint (offline).
+
+A single-file checkpoint (the ``.safetensors`` people download from model sites) holds weights only. diffusers
+needs each component's config to build the model around them; we ship those configs in ``model_configs/``
+and build the CLIP tokenizers from the BPE file shipped there too, so a local file never needs the network.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,20 @@ from pathlib import Path
 
 import torch
 
+from loratui.core.checkpoint_info import (
+    CheckpointError,
+    CheckpointInfo,
+    describe_checkpoint,
+    loading_problem,
+    ram_problem,
+)
 from loratui.core.config import TrainingConfig
+
+SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+CONFIG_ROOT = SHIPPED_CONFIGS  # where config_dir() looks; tests point it at the configs of tiny checkpoints
+# Latent scale of each family's VAE (SD1/SD2: 0.18215, SDXL: 0.13025). It belongs to the base model: a VAE
+# file or folder given as model.vae never decides it (sd-scripts uses the same constants per family).
+LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sd2-v": 0.18215, "sdxl": 0.13025}
 
 
 class ModelLoadError(RuntimeError):
@@ -25,69 +43,114 @@ class Models:
     v_prediction: bool
 
 
-_PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-
-
 def _pipeline_class(is_sdxl: bool):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     return StableDiffusionXLPipeline if is_sdxl else StableDiffusionPipeline
 
 
-def _load_pipeline(cfg: TrainingConfig):
+def config_dir(family: str) -> Path:
+    """The shipped diffusers-layout config folder of a ``model.model_family``."""
+    return CONFIG_ROOT / family
+
+
+def _load_pipeline(cfg: TrainingConfig) -> tuple[object, CheckpointInfo | None]:
     source = cfg.model.pretrained_model_name_or_path
     if not source:
         raise ModelLoadError("no base model set: give model.pretrained_model_name_or_path")
     cls = _pipeline_class(cfg.model.is_sdxl)
     path = Path(source).expanduser()
     if path.is_dir():
-        return cls.from_pretrained(str(path), local_files_only=True)
-    if path.suffix in _PICKLE_SUFFIXES:
-        if not cfg.model.allow_pickle:
-            raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to "
-                                 ".safetensors, or set model.allow_pickle: true if you trust the file")
-        if not path.exists():
-            raise ModelLoadError(f"{path}: file not found")
-        torch_load = torch.load
-        # diffusers' single-file loader calls torch.load; force the safe, weights-only mode.
-        torch.load = lambda *a, **k: torch_load(*a, **{**k, "weights_only": True})
-        try:
-            return cls.from_single_file(str(path))
-        finally:
-            torch.load = torch_load
-    if path.suffix == ".safetensors":
-        if not path.exists():
-            raise ModelLoadError(f"{path}: file not found; check model.pretrained_model_name_or_path")
-        return cls.from_single_file(str(path))
-    if path.exists() or source.startswith((".", "/", "~")):
+        return cls.from_pretrained(str(path), local_files_only=True), None
+    if path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin") or source.startswith((".", "/", "~")):
+        return _load_single_file(cfg, path)
+    if path.exists():
         raise ModelLoadError(f"{source}: not a diffusers folder or .safetensors checkpoint")
     try:
-        return cls.from_pretrained(source)
+        return cls.from_pretrained(source), None
     except OSError as exc:
         raise ModelLoadError(f"{source}: cannot be loaded from the hub ({str(exc).splitlines()[0]}); download "
                              "it first or give a local folder / .safetensors file") from exc
 
 
+def inspect_checkpoint(path: Path, family: str) -> CheckpointInfo:
+    """Everything that can be said against loading ``path`` as ``family``, before touching the weights."""
+    try:
+        info = describe_checkpoint(path)
+    except CheckpointError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    problem = loading_problem(info, family)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}")
+    problem = ram_problem(info, _available_ram())
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}")
+    return info
+
+
+def _available_ram() -> int | None:
+    try:
+        import psutil  # a dependency of accelerate
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def _load_single_file(cfg: TrainingConfig, path: Path) -> tuple[object, CheckpointInfo]:
+    family = cfg.model.model_family
+    info = inspect_checkpoint(path, family)
+    if info.format == "pickle" and not cfg.model.allow_pickle:
+        raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors, "
+                             "or set model.allow_pickle: true if you trust the file")
+    from loratui.train.tokenizers import tokenizers_for
+
+    extra: dict[str, object] = dict(tokenizers_for("sdxl" if cfg.model.is_sdxl else "sd1"))
+    if not cfg.model.is_sdxl:
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    # config= a shipped folder plus local_files_only: diffusers reads every config from disk, never the hub.
+    # Pickle files go through diffusers' loader, which calls torch.load(weights_only=True).
+    pipe = _pipeline_class(cfg.model.is_sdxl).from_single_file(
+        str(path), config=str(config_dir(family)), local_files_only=True, **extra)
+    return pipe, info
+
+
+def load_vae(source: str, family: str) -> torch.nn.Module:
+    """A replacement VAE from a single file (offline, with the family's shipped config) or a diffusers folder."""
+    from diffusers import AutoencoderKL
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{path}: VAE not found; check model.vae")
+    try:
+        if path.is_dir():
+            sub = "vae" if (path / "vae" / "config.json").is_file() else None
+            return AutoencoderKL.from_pretrained(str(path), subfolder=sub, local_files_only=True)
+        return AutoencoderKL.from_single_file(str(path), config=str(config_dir(family)), subfolder="vae",
+                                              local_files_only=True)
+    except Exception as exc:  # diffusers raises many types for a file that is not a VAE
+        raise ModelLoadError(f"{path}: cannot be loaded as a VAE ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); check model.vae") from exc
+
+
 def load_models(cfg: TrainingConfig) -> Models:
     try:
-        pipe = _load_pipeline(cfg)
+        pipe, info = _load_pipeline(cfg)
     except ModelLoadError:
         raise
     except Exception as exc:  # diffusers raises many types for a bad checkpoint
         raise ModelLoadError(f"{cfg.model.pretrained_model_name_or_path}: cannot be loaded as "
                              f"{cfg.model.model_family} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                             "check model.model_family") from exc
+                             "check model.model_family (`loratui check-model FILE` tells it)") from exc
     if cfg.model.vae:
-        from diffusers import AutoencoderKL
-
-        vae_path = Path(cfg.model.vae)
-        pipe.vae = (AutoencoderKL.from_single_file(str(vae_path)) if vae_path.is_file()
-                    else AutoencoderKL.from_pretrained(str(vae_path)))
+        pipe.vae = load_vae(cfg.model.vae, cfg.model.model_family)
+    if info is not None or cfg.model.vae:
+        pipe.vae.register_to_config(scaling_factor=LATENT_SCALE[cfg.model.model_family])
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    v_prediction = cfg.model.v_parameterization or scheduler.config.prediction_type == "v_prediction"
-    if cfg.model.v_parameterization:
+    file_says_v = info is not None and info.prediction == "v_prediction"
+    v_prediction = cfg.model.v_parameterization or file_says_v or scheduler.config.prediction_type == "v_prediction"
+    if v_prediction:
         scheduler.register_to_config(prediction_type="v_prediction")
     tes = [pipe.text_encoder] + ([pipe.text_encoder_2] if cfg.model.is_sdxl else [])
     toks = [pipe.tokenizer] + ([pipe.tokenizer_2] if cfg.model.is_sdxl else [])
