@@ -33,7 +33,7 @@ def check_caption_ext(ext: str) -> str:
     """The caption extension if it names a text file kind (``.txt``, ``.caption``); else ``CaptionError``."""
     if not ext.startswith(".") or len(ext) < 2:
         raise CaptionError(f"caption extension {ext!r} must start with a dot, e.g. .txt or .caption")
-    if any(c in ext for c in "/\\\x00") or not ext.strip(".") or ext != ext.strip():
+    if any(c in ext for c in "/\\\x00") or not ext.strip(".") or any(c.isspace() for c in ext):
         raise CaptionError(f"caption extension {ext!r} is not a file extension; use e.g. .txt or .caption")
     if ext.lower() in BINARY_EXTENSIONS:
         raise CaptionError(f"caption extension {ext!r} is an image or binary file type, not caption text; "
