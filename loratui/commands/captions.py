@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = op("freq", "tag frequency table")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--per-folder", action="store_true")
-    op("undo", "revert the last caption operation exactly")
+    op("undo", "revert the last caption operation exactly").add_argument(
+        "--force", action="store_true", help="undo even where a caption was edited since the operation")
 
 
 def _text_op(args: argparse.Namespace, files: list[ops.CaptionFile]) -> ops.TextOp:
@@ -71,31 +72,47 @@ def cmd_captions(args: argparse.Namespace) -> int:
     root = Path(args.dataset)
     if not root.is_dir():
         raise CommandError(f"{root}: not a folder; give the dataset folder")
+    try:
+        return _run(root, args)
+    except ValueError as exc:  # CaptionError, CaptionDecodeError: one line naming the file or value
+        raise CommandError(str(exc)) from exc
+
+
+def _run(root: Path, args: argparse.Namespace) -> int:
     if args.op == "undo":
-        undone = journal.undo(root)
+        undone = journal.undo(root, force=args.force)
         print("nothing to undo" if undone is None else f"undid '{undone[0]}' ({undone[1]} file(s) restored)")
         return 0
-    files = ops.load_captions(root, args.caption_ext, args.filter)
     if args.op == "freq":
-        for folder, counter in ops.tag_frequency(files, args.per_folder).items():
-            if args.per_folder:
-                print(f"{folder}:")
-            for tag, count in counter.most_common(args.top):
-                print(f"{count:6d}  {tag}")
+        _print_frequency(ops.load_captions(root, args.caption_ext, args.filter), args)
         return 0
-    try:
-        changes = ops.plan(files, _text_op(args, files))
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
+    text_op = _text_op(args, []) if args.op != "prune" else None  # bad arguments fail before any file is read
     if args.dry_run:
+        files = ops.load_captions(root, args.caption_ext, args.filter)
+        changes = ops.plan(files, text_op or _text_op(args, files))
         print(ops.diff(changes, root), end="")
         print(f"{len(changes)} of {len(files)} caption(s) would change (dry run)")
         return 0
-    journal.apply(root, changes, " ".join([args.op, *_describe(args)]))
-    print(f"changed {len(changes)} of {len(files)} caption(s); `loratui captions {root} undo` reverts it")
+    # Read, plan and write under the dataset's lock: a second operation cannot interleave with this one.
+    with journal.dataset_lock(root):
+        files = ops.load_captions(root, args.caption_ext, args.filter)
+        changes = ops.plan(files, text_op or _text_op(args, files))
+        entry = journal.apply(root, changes, " ".join([args.op, *_describe(args)]))
+    if entry is None:
+        print(f"no caption changed ({len(files)} checked); nothing recorded")
+    else:
+        print(f"changed {len(changes)} of {len(files)} caption(s); `loratui captions {root} undo` reverts it")
     if args.op == "activation-tag":
         print(f"set dataset.keep_tokens to {ops.keep_tokens_for(args.tag)} to keep it first when shuffling")
     return 0
+
+
+def _print_frequency(files: list[ops.CaptionFile], args: argparse.Namespace) -> None:
+    for folder, counter in ops.tag_frequency(files, args.per_folder).items():
+        if args.per_folder:
+            print(f"{folder}:")
+        for tag, count in counter.most_common(args.top):
+            print(f"{count:6d}  {tag}")
 
 
 def _describe(args: argparse.Namespace) -> list[str]:

@@ -103,9 +103,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = load_preset_or_exit(args.source) if args.source else TrainingConfig()
     try:
         cfg = apply_overrides(cfg, args.overrides)
+        path = save_preset(cfg, args.output, comment="Exported by loratui preset export")
     except PresetError as exc:
         raise CommandError(str(exc)) from exc
-    path = save_preset(cfg, args.output, comment="Exported by loratui preset export")
     print(f"wrote {path} ({len(diff_from_defaults(cfg))} settings differ from the defaults)")
     return 0
 
@@ -129,7 +129,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     except PresetError as exc:
         raise CommandError(str(exc)) from exc
     if args.output:
-        save_preset(cfg, args.output, comment=comment)
+        try:
+            save_preset(cfg, args.output, comment=comment)
+        except PresetError as exc:
+            raise CommandError(str(exc)) from exc
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(dump_preset(cfg, comment))

@@ -107,7 +107,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = load_config(args.config)
         except PresetError as exc:
             raise CommandError(str(exc)) from exc
+        _preflight(cfg)
         run_dir = prepare_run(cfg)
+        for note in read_snapshot(run_dir / rundir.EVENTS).warnings:
+            print(f"note: {note}", file=sys.stderr)
     if args.detach or args.gpus > 1:
         pid = launch_detached(run_dir, resume=bool(args.resume), gpus=args.gpus)
         print(run_dir)
@@ -115,6 +118,17 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"stop it with `loratui stop {run_dir.name}`", file=sys.stderr)
         return 0
     return train_foreground(run_dir, resume=bool(args.resume))
+
+
+def _preflight(cfg) -> None:
+    """The trainer's own pre-flight, here too, so a detached run never starts only to fail."""
+    from loratui.train.preflight import PreflightError, check_before_training
+
+    output_dir = Path(cfg.saving.output_dir) if cfg.saving.output_dir else rundir.runs_root()
+    try:
+        check_before_training(cfg, output_dir)
+    except PreflightError as exc:
+        raise CommandError(f"{exc}; {exc.hint}") from exc
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -19,15 +19,20 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", sync_dir: bool =
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open writes only ('w' or 'wb')")
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # A short prefix: a name near the 255-byte limit must still leave room for the temp file's own name.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        if target.exists():
-            # Keep the permissions the user gave the original file.
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        # mkstemp makes 0600: an existing file keeps the mode the user gave it, a new one gets what the umask
+        # allows, as if written with open().
+        try:
+            file_mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            file_mode = 0o666 & ~current_umask()
+        os.chmod(tmp, file_mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -35,6 +40,20 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", sync_dir: bool =
         raise
     if sync_dir:
         fsync_dir(target.parent)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc shows it (changing it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -62,27 +62,31 @@ class DatasetSection(Section):
     reg_data_dir: str | None = Field(
         None, description="Optional regularisation folder (same layout); doubles the steps per epoch."
     )
-    repeats: dict[str, int] = Field(
+    repeats: dict[str, Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default_factory=dict,
         description="Override repeats per subfolder (folder name: repeats) without renaming folders.",
     )
     caption_extension: str = Field(".txt", description="Extension of caption files next to each image.")
     resolution: int = Field(512, ge=64, le=4096, description="Training resolution in pixels (square side).")
     enable_bucket: bool = Field(True, description="Group images by aspect ratio instead of square-cropping.")
-    min_bucket_reso: int = Field(256, ge=64, description="Smallest bucket side in pixels.")
-    max_bucket_reso: int = Field(1024, ge=64, description="Largest bucket side in pixels.")
-    bucket_reso_steps: int = Field(64, ge=8, description="Bucket sides are multiples of this (64; 32 for SDXL).")
+    min_bucket_reso: int = Field(256, ge=64, le=8192, description="Smallest bucket side in pixels.")
+    max_bucket_reso: int = Field(1024, ge=64, le=8192, description="Largest bucket side in pixels.")
+    bucket_reso_steps: int = Field(
+        64, ge=8, le=1024, description="Bucket sides are multiples of this (64; 32 for SDXL)."
+    )
     bucket_no_upscale: bool = Field(False, description="Never enlarge small images to fill a bucket.")
     shuffle_caption: bool = Field(False, description="Shuffle comma-separated tags each time an image is used.")
-    keep_tokens: int = Field(0, ge=0, description="Leading tags kept in place when shuffling (activation tag).")
+    keep_tokens: int = Field(0, ge=0, le=255, description="Leading tags kept in place when shuffling (activation tag).")
     caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance to train an image with no caption.")
-    caption_dropout_every_n_epochs: int = Field(0, ge=0, description="Drop all captions every N epochs (0: off).")
+    caption_dropout_every_n_epochs: int = Field(
+        0, ge=0, le=100_000, description="Drop all captions every N epochs (0: off)."
+    )
     caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance to drop each tag (not kept ones).")
     flip_aug: bool = Field(False, description="Randomly mirror images; avoid for asymmetric subjects or text.")
-    prior_loss_weight: float = Field(1.0, ge=0, description="Loss weight of regularisation images.")
+    prior_loss_weight: float = Field(1.0, ge=0, le=1000, description="Loss weight of regularisation images.")
     cache_latents: bool = Field(True, description="Encode images once with the VAE; much faster, no augments.")
     cache_latents_to_disk: bool = Field(False, description="Keep cached latents on disk, reused across runs.")
-    max_data_loader_n_workers: int = Field(0, ge=0, description="Data-loader worker processes (0: main one).")
+    max_data_loader_n_workers: int = Field(0, ge=0, le=64, description="Data-loader worker processes (0: main one).")
 
 
 class NetworkSection(Section):
@@ -93,10 +97,10 @@ class NetworkSection(Section):
     # sd-scripts defaults to dim 4 / alpha 1; guides use 16-128. 16/8 is a sane start for characters.
     network_dim: int = Field(16, ge=1, le=1024, description="Rank: capacity and file size of the LoRA.")
     network_alpha: float = Field(
-        8.0, gt=0, description="Scales the update by alpha/rank; half the rank is a common choice."
+        8.0, gt=0, le=65536, description="Scales the update by alpha/rank; half the rank is a common choice."
     )
     conv_dim: int | None = Field(None, ge=1, le=1024, description="Rank of conv layers (LoCon/LoHa/LoKr only).")
-    conv_alpha: float | None = Field(None, gt=0, description="Alpha of conv layers (LoCon/LoHa/LoKr only).")
+    conv_alpha: float | None = Field(None, gt=0, le=65536, description="Alpha of conv layers (LoCon/LoHa/LoKr only).")
     network_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA's hidden activations.")
     rank_dropout: float = Field(0.0, ge=0, lt=1, description="Chance to drop each rank during a step.")
     module_dropout: float = Field(0.0, ge=0, lt=1, description="Chance to skip a whole LoRA module for a step.")
@@ -104,7 +108,7 @@ class NetworkSection(Section):
     network_weights: str | None = Field(None, description="Start from an existing LoRA file (resume or refine).")
     dim_from_weights: bool = Field(False, description="Take rank and alpha from network_weights.")
     scale_weight_norms: float | None = Field(
-        None, gt=0, description="Cap each module's weight norm (1.0 typical); tames overcooking."
+        None, gt=0, le=1e6, description="Cap each module's weight norm (1.0 typical); tames overcooking."
     )
     stop_text_encoder_training_pct: int = Field(
         0, ge=0, le=100, description="Stop training the text encoder after this % of steps (0: never)."
@@ -117,25 +121,27 @@ class OptimizerSection(Section):
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra optimizer arguments, e.g. weight_decay: 0.01, betas: [0.9, 0.99]."
     )
-    learning_rate: float = Field(1e-4, gt=0, description="Base learning rate (1e-4 typical; 1.0 for Prodigy).")
-    unet_lr: float | None = Field(None, gt=0, description="UNet learning rate; the base rate when empty.")
+    learning_rate: float = Field(1e-4, gt=0, le=100, description="Base learning rate (1e-4 typical; 1.0 for Prodigy).")
+    unet_lr: float | None = Field(None, gt=0, le=100, description="UNet learning rate; the base rate when empty.")
     text_encoder_lr: float | None = Field(
-        None, ge=0, description="Text-encoder learning rate; ~1/2-1/10 of the UNet's (5e-5 typical)."
+        None, ge=0, le=100, description="Text-encoder learning rate; ~1/2-1/10 of the UNet's (5e-5 typical)."
     )
-    max_grad_norm: float = Field(1.0, ge=0, description="Clip gradients to this norm (0: no clipping).")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches summed per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="Clip gradients to this norm (0: no clipping).")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Batches summed per optimizer step.")
 
 
 class ScheduleSection(Section):
-    max_train_epochs: int = Field(10, ge=1, description="Passes over the dataset (with repeats).")
-    max_train_steps: int | None = Field(None, ge=1, description="Stop after this many steps instead of epochs.")
-    train_batch_size: int = Field(1, ge=1, description="Images per step; raise it as far as VRAM allows.")
+    max_train_epochs: int = Field(10, ge=1, le=100_000, description="Passes over the dataset (with repeats).")
+    max_train_steps: int | None = Field(
+        None, ge=1, le=100_000_000, description="Stop after this many steps instead of epochs."
+    )
+    train_batch_size: int = Field(1, ge=1, le=1024, description="Images per step; raise it as far as VRAM allows.")
     # sd-scripts defaults to constant; the kohya GUI and the guides use cosine.
     lr_scheduler: SchedulerType = Field("cosine", description="How the learning rate changes over the run.")
-    lr_scheduler_num_cycles: int = Field(1, ge=1, description="Restarts for cosine_with_restarts.")
-    lr_scheduler_power: float = Field(1.0, gt=0, description="Exponent for the polynomial scheduler.")
+    lr_scheduler_num_cycles: int = Field(1, ge=1, le=10_000, description="Restarts for cosine_with_restarts.")
+    lr_scheduler_power: float = Field(1.0, gt=0, le=1000, description="Exponent for the polynomial scheduler.")
     lr_warmup_pct: float = Field(0.0, ge=0, le=100, description="Warm-up, as a % of total steps (GUI style).")
-    seed: int = Field(42, ge=0, description="Random seed; same seed and data give the same run.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed; same seed and data give the same run.")
 
 
 class PrecisionSection(Section):
@@ -148,9 +154,15 @@ class PrecisionSection(Section):
 
 class SavingSection(Section):
     output_dir: str = Field("", description="Where LoRA files go; empty: the run directory's output folder.")
-    output_name: str = Field("lora", min_length=1, description="File name of the LoRA, without extension.")
-    save_every_n_epochs: int = Field(1, ge=0, description="Save a checkpoint every N epochs (0: only at the end).")
-    save_last_n_epochs: int | None = Field(None, ge=1, description="Keep only the newest N epoch checkpoints.")
+    output_name: str = Field(
+        "lora", min_length=1, max_length=200, description="File name of the LoRA, without extension."
+    )
+    save_every_n_epochs: int = Field(
+        1, ge=0, le=100_000, description="Save a checkpoint every N epochs (0: only at the end)."
+    )
+    save_last_n_epochs: int | None = Field(
+        None, ge=1, le=100_000, description="Keep only the newest N epoch checkpoints."
+    )
     save_state: bool = Field(True, description="Save optimizer state with checkpoints so a run can resume.")
     training_comment: str = Field("", description="Free text stored in the file's metadata (trigger words...).")
     logging_dir: str | None = Field(None, description="Also write TensorBoard-style logs here (optional).")
@@ -164,7 +176,7 @@ class SavingSection(Section):
 
 
 class SamplingSection(Section):
-    sample_every_n_epochs: int = Field(0, ge=0, description="Render sample images every N epochs (0: off).")
+    sample_every_n_epochs: int = Field(0, ge=0, le=100_000, description="Render sample images every N epochs (0: off).")
     sample_prompts: list[str] = Field(
         default_factory=list,
         description="Prompts in kohya syntax: text --n negative --w 512 --h 512 --d seed --l cfg --s steps.",
@@ -176,7 +188,9 @@ class AdvancedSection(Section):
     clip_skip: int = Field(1, ge=1, le=12, description="Use the text encoder's Nth-last layer; 2 for anime models.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations: far less VRAM, ~20% slower.")
     noise_offset: float = Field(0.0, ge=0, le=1, description="Adds brightness range (0.05-0.1); 0: off.")
-    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting (5 typical); empty: off.")
+    min_snr_gamma: float | None = Field(
+        None, gt=0, le=1000, description="Min-SNR loss weighting (5 typical); empty: off."
+    )
     cache_text_encoder_outputs: bool = Field(
         False, description="Encode captions once (text encoder frozen, no shuffle or dropout)."
     )

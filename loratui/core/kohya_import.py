@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from loratui.core.config import TrainingConfig
-from loratui.core.presets import PresetError
+from loratui.core.presets import MAX_PRESET_BYTES, PresetError, bool_misuse
 
 # GUI key → our dotted path, for keys whose meaning is the same
 _DIRECT = {
@@ -121,10 +124,39 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@contextlib.contextmanager
+def _about(gui: dict[str, Any], key: str) -> Iterator[None]:
+    """Turn a malformed value of one GUI key into a one-line ``PresetError`` naming that key."""
+    try:
+        yield
+    except PresetError:
+        raise
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise PresetError(f"kohya key '{key}' = {_shown(gui.get(key))}: {exc}") from exc
+
+
+def _resolution(value: Any) -> tuple[int, int]:
+    """``"512,768"`` or ``"512"`` → (width, height)."""
+    parts = [p.strip() for p in str(value).split(",")]
+    if len(parts) > 2 or not all(p.isdigit() for p in parts):
+        raise ValueError("expected WIDTH,HEIGHT such as 512,512")
+    width = int(parts[0])
+    return width, int(parts[1]) if len(parts) == 2 else width
+
+
 def parse_optimizer_args(text: str) -> dict[str, Any]:
     """``weight_decay=0.01 betas=0.9,0.99`` → ``{"weight_decay": 0.01, "betas": [0.9, 0.99]}``."""
     args: dict[str, Any] = {}
-    for token in shlex.split(text):
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot split into key=value arguments ({exc}); check the quotes") from exc
+    for token in tokens:
         key, sep, raw = token.partition("=")
         if not sep:
             raise ValueError(f"optimizer argument '{token}' is not key=value")
@@ -151,31 +183,33 @@ def _apply_special(gui: dict[str, Any], out: dict[str, dict[str, Any]], result: 
         _set(out, "network.network_type", _LORA_TYPES[lora_type])
     else:
         result.ignored["LoRA_type"] = gui["LoRA_type"]
-        result.notes.append(f"LoRA_type '{gui['LoRA_type']}' is not supported; using plain LoRA")
+        result.notes.append(f"LoRA_type {_shown(gui['LoRA_type'])} is not supported; using plain LoRA")
     if gui.get("use_dora") or gui.get("dora_wd"):
         _set(out, "network.use_dora", True)
     if gui.get("max_resolution") not in _EMPTY:
-        w, _, h = str(gui["max_resolution"]).partition(",")
-        _set(out, "dataset.resolution", int(_number(w)))
-        if h and int(_number(h)) != int(_number(w)):
+        with _about(gui, "max_resolution"):
+            w, h = _resolution(gui["max_resolution"])
+        _set(out, "dataset.resolution", w)
+        if h != w:
             result.notes.append(f"max_resolution {gui['max_resolution']} is not square; using {w} (the width)")
     if gui.get("optimizer") not in _EMPTY:
         name = _OPTIMIZERS.get(str(gui["optimizer"]).lower())
         if name is None:
             result.ignored["optimizer"] = gui["optimizer"]
-            result.notes.append(f"optimizer '{gui['optimizer']}' is not supported; using AdamW")
+            result.notes.append(f"optimizer {_shown(gui['optimizer'])} is not supported; using AdamW")
         else:
             _set(out, "optimizer.optimizer_type", name)
             if name.lower() != str(gui["optimizer"]).lower():
                 result.notes.append(f"optimizer '{gui['optimizer']}' imported as {name}")
     if gui.get("optimizer_args") not in _EMPTY:
-        _set(out, "optimizer.optimizer_args", parse_optimizer_args(str(gui["optimizer_args"])))
+        with _about(gui, "optimizer_args"):
+            _set(out, "optimizer.optimizer_args", parse_optimizer_args(str(gui["optimizer_args"])))
     if gui.get("lr_scheduler") not in _EMPTY:
-        if gui["lr_scheduler"] in _SCHEDULERS:
-            _set(out, "schedule.lr_scheduler", gui["lr_scheduler"])
+        if str(gui["lr_scheduler"]) in _SCHEDULERS:
+            _set(out, "schedule.lr_scheduler", str(gui["lr_scheduler"]))
         else:
             result.ignored["lr_scheduler"] = gui["lr_scheduler"]
-            result.notes.append(f"lr_scheduler '{gui['lr_scheduler']}' is not supported; using cosine")
+            result.notes.append(f"lr_scheduler {_shown(gui['lr_scheduler'])} is not supported; using cosine")
     if gui.get("max_train_epochs") not in _EMPTY and _number(gui["max_train_epochs"]) not in (0, ""):
         # An explicit max_train_epochs overrides "epoch" in sd-scripts.
         _set(out, "schedule.max_train_epochs", _number(gui["max_train_epochs"]))
@@ -194,7 +228,7 @@ def _apply_special(gui: dict[str, Any], out: dict[str, dict[str, Any]], result: 
 
 def _unset(value: Any) -> bool:
     """The GUI writes 0 or "" for optional numbers it leaves unset."""
-    return value in _EMPTY or value == 0
+    return value in _EMPTY or (value == 0 and not isinstance(value, bool))
 
 
 _OPTIONAL_NUMBERS = {"unet_lr", "max_train_steps", "save_last_n_epochs", "conv_dim", "conv_alpha",
@@ -216,24 +250,39 @@ def import_kohya_dict(gui: dict[str, Any]) -> KohyaImport:
             continue
         _set(out, _DIRECT[key], _number(value))
     _apply_special(gui, out, result)
+    misuse = bool_misuse(out)
+    if misuse is not None:
+        path = ".".join(misuse[0][:2])
+        gui_key = next((k for k, v in _DIRECT.items() if v == path), path)
+        raise PresetError(f"kohya key '{gui_key}' = {misuse[1]!r}: give a number, not true/false")
     try:
         result.config = TrainingConfig.model_validate(out)
     except ValidationError as exc:
         err = exc.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
+        path = ".".join(str(p) for p in err["loc"][:2])
         gui_key = next((k for k, v in _DIRECT.items() if v == path), path)
-        raise PresetError(f"kohya key '{gui_key}' = {err.get('input')!r}: {err['msg']}") from exc
+        raise PresetError(f"kohya key '{gui_key}' = {_shown(err.get('input'))}: {err['msg']}") from exc
     return result
 
 
 def import_kohya_json(path: str | Path) -> KohyaImport:
     path = Path(path)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise PresetError(f"{path}: not a file (a folder?); give the kohya_ss .json config file")
+        if info.st_size > MAX_PRESET_BYTES:
+            raise PresetError(f"{path}: {info.st_size:,} bytes is far too large for a kohya_ss config")
         gui = json.loads(path.read_text(encoding="utf-8"))
+    except PresetError:
+        raise
     except FileNotFoundError as exc:
         raise PresetError(f"{path}: no such file") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: not a kohya_ss JSON config ({exc}); export it again from the GUI") from exc
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise PresetError(f"{path}: not a kohya_ss JSON config ({reason}); export it again from the GUI") from exc
+    except OSError as exc:
+        raise PresetError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(gui, dict):
         raise PresetError(f"{path}: a kohya_ss config is a JSON object of settings")
     try:

@@ -17,6 +17,7 @@ from loratui.core.buckets import Size
 from loratui.core.captions.text import decode
 from loratui.core.config import TrainingConfig
 from loratui.core.dataset.layout import Folder, find_folders
+from loratui.core.dataset.probe import probe_image
 from loratui.core.dataset_plan import EpochLayout, SourceImage, layout_epoch
 from loratui.core.planner import bucket_spec_from_config
 
@@ -79,6 +80,26 @@ def _folders(root: Path, overrides: dict[str, int], is_reg: bool, warnings: list
     return usable
 
 
+def _usable_size(image: Path, warnings: list[str]) -> Size | None:
+    """The image's upright size, or None (with one warning) when `loratui check` reports it as an error: a
+    decompression bomb, an unreadable or truncated file is left out of training instead of crashing it."""
+    probe = probe_image(image)
+    if not probe.ok or probe.truncated or probe.size is None:
+        warnings.append(f"{image}: {probe.error or 'truncated file'}; left out of training")
+        return None
+    return probe.size  # as stored: sd-scripts buckets by the stored size and ignores EXIF orientation
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with 8-bit levels. 16-bit greyscale PNGs open in mode I;16 or I (0-65535): a plain convert clips
+    every value above 255 to white, so scale them down first."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        levels = np.asarray(image, dtype=np.float64)
+        eight_bit = np.clip(np.round(levels / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(eight_bit).convert("RGB")
+    return image.convert("RGB")
+
+
 def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[str]):
     items, dirs = [], {}
     tag_freq: dict[str, dict[str, int]] = {}
@@ -86,11 +107,8 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
         folder_dir, repeats, tokens, images = folder.path, folder.repeats, folder.class_tokens, folder.images
         freq: dict[str, int] = defaultdict(int)
         for image in images:
-            try:
-                with Image.open(image) as im:
-                    size = im.size  # stored size: sd-scripts ignores EXIF orientation
-            except (OSError, ValueError) as exc:
-                warnings.append(f"{image}: cannot be read ({exc}); skipped")
+            size = _usable_size(image, warnings)  # stored size: sd-scripts ignores EXIF orientation
+            if size is None:
                 continue
             caption = _read_caption(image, cfg.dataset.caption_extension, tokens, warnings)
             for tag in (t.strip() for t in caption.split(",")):
@@ -182,7 +200,7 @@ def process_caption(caption: str, cfg: TrainingConfig, rng: random.Random, epoch
 def load_image(path: Path, bucket: Size, flip: bool = False) -> torch.Tensor:
     """The image scaled to cover the bucket, centre-cropped, as a CHW tensor in [-1, 1]."""
     with Image.open(path) as im:
-        image = im.convert("RGB")  # pixels as stored, EXIF orientation ignored, as sd-scripts' load_image does
+        image = _to_rgb(im)  # pixels as stored, EXIF orientation ignored, as sd-scripts' load_image does
     bw, bh = bucket
     scale = max(bw / image.width, bh / image.height)
     size = (max(bw, round(image.width * scale)), max(bh, round(image.height * scale)))

@@ -29,6 +29,7 @@ from loratui.train.export import (
 from loratui.train.model_loading import Models, load_models
 from loratui.train.networks import attach_network, dims_from_weights
 from loratui.train.optim import lr_multiplier, make_optimizer, warmup_steps
+from loratui.train.preflight import check_before_training
 from loratui.train.state import load_state, save_state
 
 Emit = Callable[..., None]
@@ -93,6 +94,7 @@ class Trainer:
     # --- set-up ----------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        check_before_training(cfg, self.output_dir, self.run_dir)  # before hours of work, not after
         if cfg.precision.mixed_precision != self.mixed:
             self.warn(f"{cfg.precision.mixed_precision} mixed precision needs CUDA; training in fp32 on this machine")
         torch.manual_seed(cfg.schedule.seed)
@@ -308,6 +310,8 @@ class Trainer:
             self._end_of_epoch(p, epoch + 1, final)
             if final:
                 break
+        if resume_from is not None and self.last_saved is None:  # resumed after a failed final save
+            self.save_checkpoint(p, checkpoint_filename(cfg.saving.output_name, None), p.epoch, final=True)
         return self.last_saved
 
     def _trained_models(self) -> list[torch.nn.Module]:
@@ -358,11 +362,25 @@ class Trainer:
             if message:
                 self.warn(message)
         meta = build_metadata(self.cfg, run_info=self._run_info(p, epoch))
-        save_lora(self.network, path, meta, save_dtype(self.cfg.precision.save_precision))
+        try:
+            save_lora(self.network, path, meta, save_dtype(self.cfg.precision.save_precision))
+        except OSError as exc:
+            raise self._save_failed(p, path, exc) from exc
         self.last_saved = path
         self.emit("checkpoint", path=str(path), epoch=epoch, step=p.step, avg_loss=_mean(p.losses),
                   size_bytes=path.stat().st_size, final=final)
         return path
+
+    def _save_failed(self, p: Progress, path: Path, exc: OSError) -> TrainingFailed:
+        """A checkpoint could not be written: keep the trained state in the run directory so no work is lost."""
+        try:
+            save_state(self.run_dir / "state", self, p)
+            kept = f"the training state is saved in {self.run_dir / 'state'}"
+        except OSError as state_exc:
+            kept = f"the training state could not be saved either ({state_exc.strerror or state_exc})"
+        return TrainingFailed(f"could not save {path}: {exc.strerror or exc}; {kept}",
+                              "fix the cause (free space, a writable saving.output_dir), then continue with "
+                              f"`loratui train --resume {self.run_dir.name}`")
 
     def _end_of_epoch(self, p: Progress, epoch: int, final: bool) -> None:
         every = self.cfg.saving.save_every_n_epochs

@@ -30,7 +30,7 @@ def _all_bytes(root: Path) -> dict[str, bytes]:
 CAPTIONS = {
     "a": b"1girl, red hair, smile, red hair\n",
     "b": b"a photo of a woman, outdoors\nsecond variant, smile",
-    "c": "café, crème".encode("latin-1"),
+    "c": "\ufeffcafé, crème\r\n".encode("utf-16-le"),  # the BOM is added by the encoding below
     "d": b"",
     "e": None,
 }
@@ -63,7 +63,7 @@ def test_untouched_captions_keep_their_bytes(tmp_path):
     changes = ops.plan(ops.load_captions(root), ops.replace("outdoors", "indoors"))
     assert [c.path.name for c in changes] == ["b.txt"]
     journal.apply(root, changes, "r")
-    assert (root / "10_sks" / "c.txt").read_bytes() == CAPTIONS["c"]  # Latin-1 survives
+    assert (root / "10_sks" / "c.txt").read_bytes() == CAPTIONS["c"]  # UTF-16 with CRLF untouched
     assert (root / "10_sks" / "b.txt").read_bytes() == b"a photo of a woman, indoors\nsecond variant, smile"
 
 

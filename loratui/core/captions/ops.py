@@ -11,10 +11,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loratui.core.captions.text import decode, join_tags, map_lines, split_tags, tag_lists
+from loratui.core.captions.text import NEW_FILE, decode, join_tags, map_lines, read_text, split_tags, tag_lists
 from loratui.core.dataset.layout import IMAGE_EXTENSIONS
 
 TextOp = Callable[[str], str]
+
+# Extensions that are never caption text: writing a tag into them destroys the file.
+BINARY_EXTENSIONS = frozenset({
+    *IMAGE_EXTENSIONS, ".gif", ".tif", ".tiff", ".avif", ".heic", ".jxl", ".ico", ".psd", ".svg",
+    ".npz", ".npy", ".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".onnx", ".gguf", ".pkl", ".pickle",
+    ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".pdf", ".mp4", ".webm", ".mkv", ".mov",
+    ".avi", ".mp3", ".wav", ".flac", ".exe", ".dll", ".so", ".dylib", ".pyc", ".db", ".sqlite",
+})
+
+
+class CaptionError(ValueError):
+    """A caption operation that cannot run as asked; the message is one line naming the file or value."""
+
+
+def check_caption_ext(ext: str) -> str:
+    """The caption extension if it names a text file kind (``.txt``, ``.caption``); else ``CaptionError``."""
+    if not ext.startswith(".") or len(ext) < 2:
+        raise CaptionError(f"caption extension {ext!r} must start with a dot, e.g. .txt or .caption")
+    if any(c in ext for c in "/\\\x00") or not ext.strip(".") or any(c.isspace() for c in ext):
+        raise CaptionError(f"caption extension {ext!r} is not a file extension; use e.g. .txt or .caption")
+    if ext.lower() in BINARY_EXTENSIONS:
+        raise CaptionError(f"caption extension {ext!r} is an image or binary file type, not caption text; "
+                           "use .txt or .caption")
+    return ext
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,7 @@ class Change:
 def load_captions(root: Path, caption_ext: str = ".txt", pattern: str | None = None) -> list[CaptionFile]:
     """Every image's caption under ``root`` (one level of <repeats>_<name> folders, or flat), optionally
     filtered by a glob on the file name or a tag."""
+    check_caption_ext(caption_ext)
     folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]
     files = []
     for folder in folders:
@@ -63,10 +88,15 @@ def matches(item: CaptionFile, pattern: str) -> bool:
 
 
 def plan(files: list[CaptionFile], op: TextOp) -> list[Change]:
+    """The changes ``op`` makes, each file written back in its own encoding and line ending. A caption that
+    cannot be read faithfully stops the whole plan (``CaptionDecodeError`` names it): nothing is half done."""
     changes = []
     for item in files:
-        new = op(item.text)
-        new_raw = item.raw if new == item.text else new.encode("utf-8")
+        text, fmt = read_text(item.raw, item.caption) if item.exists else ("", NEW_FILE)
+        new = op(text)
+        if new == text:
+            continue
+        new_raw = fmt.encode(new)
         if new_raw != item.raw:
             changes.append(Change(item.caption, item.raw, new_raw, item.exists))
     return changes
@@ -86,14 +116,30 @@ def diff(changes: list[Change], root: Path | None = None) -> str:
 # --- operations ----------------------------------------------------------------------------------------------
 
 
+def _tags_arg(value: str, what: str) -> list[str]:
+    tags = split_tags(value)
+    if not tags:
+        raise CaptionError(f"{what} {value!r} is empty; give at least one tag")
+    return tags
+
+
+def _text_arg(value: str, what: str) -> str:
+    if not value.strip(" ,\t\r\n"):
+        raise CaptionError(f"{what} {value!r} is empty; give some text")
+    if "\n" in value or "\r" in value:
+        raise CaptionError(f"{what} {value!r} holds a line break; each line of a caption is its own variant")
+    return value
+
+
 def activation_tag(tag: str) -> TextOp:
-    """Put ``tag`` first on every line (moved if present, added if not)."""
-    tag = tag.strip()
+    """Put ``tag`` first on every line (moved if present, added if not). ``"ohwx, man"`` is two tags that go
+    first together; running the op again changes nothing."""
+    tags = _tags_arg(tag, "activation tag")
 
     def op(text: str) -> str:
         if not text.strip():
-            return tag
-        return map_lines(text, lambda line: join_tags([tag, *[t for t in split_tags(line) if t != tag]]))
+            return join_tags(tags)
+        return map_lines(text, lambda line: join_tags([*tags, *[t for t in split_tags(line) if t not in tags]]))
 
     return op
 
@@ -104,19 +150,24 @@ def keep_tokens_for(tag: str) -> int:
 
 
 def prefix(text_to_add: str) -> TextOp:
+    _text_arg(text_to_add, "prefix")
     return lambda text: map_lines(text, lambda line: line if line.startswith(text_to_add) else text_to_add + line)
 
 
 def suffix(text_to_add: str) -> TextOp:
+    _text_arg(text_to_add, "suffix")
     return lambda text: map_lines(text, lambda line: line if line.endswith(text_to_add) else line + text_to_add)
 
 
 def replace(old: str, new: str, regex: bool = False) -> TextOp:
+    if not old:
+        raise CaptionError("the search text is empty; give the text to replace")
     if regex:
         try:
             pattern = re.compile(old)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {old!r}: {exc}") from exc
+            pattern.sub(new, "")  # checks the replacement's group references (\2, \g<x>) now, not mid-batch
+        except (re.error, IndexError) as exc:
+            raise CaptionError(f"bad regular expression {old!r} -> {new!r}: {exc}") from exc
         return lambda text: pattern.sub(new, text)
     return lambda text: text.replace(old, new)
 
@@ -131,12 +182,13 @@ def _dedupe(tags: list[str]) -> list[str]:
 
 def merge_tags(target: str, synonyms: list[str]) -> TextOp:
     """Replace each synonym tag with ``target`` (once)."""
-    names = set(synonyms)
+    target = join_tags(_tags_arg(target, "target tag"))
+    names = {t for s in synonyms for t in _tags_arg(s, "synonym")}
     return _tag_op(lambda tags: _dedupe([target if t in names else t for t in tags]))
 
 
 def remove_tags(names: list[str]) -> TextOp:
-    drop = set(names)
+    drop = {t for name in names for t in _tags_arg(name, "tag")}
     return _tag_op(lambda tags: [t for t in tags if t not in drop])
 
 
@@ -145,6 +197,8 @@ def dedupe_tags() -> TextOp:
 
 
 def sort_tags(keep: int = 0) -> TextOp:
+    if keep < 0:
+        raise CaptionError(f"--keep {keep}: give 0 or more leading tags to keep")
     return _tag_op(lambda tags: tags[:keep] + sorted(tags[keep:]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,44 @@ from loratui.core.atomic import atomic_write_text
 from loratui.core.config import TrainingConfig
 from loratui.core.presets import dump_full_config
 from loratui.core.run import rundir
+from loratui.core.run.events import EventWriter
+
+
+def output_dir_for(cfg: TrainingConfig, run_dir: Path) -> Path:
+    return Path(cfg.saving.output_dir) if cfg.saving.output_dir else run_dir / "output"
+
+
+def unused_output_name(output_dir: Path, name: str) -> tuple[str, str | None]:
+    """A name none of whose files (``NAME.safetensors``, ``NAME-000001…``, ``NAME-step…``) exist yet in
+    ``output_dir``: ``name`` itself, or ``name_v2``, ``name_v3``… with a note saying so."""
+    try:
+        existing = {p.name for p in output_dir.iterdir()} if output_dir.is_dir() else set()
+    except OSError:
+        existing = set()
+
+    def taken(candidate: str) -> bool:
+        pattern = re.compile(rf"^{re.escape(candidate)}(-\d{{6}}|-step\d{{8}})?\.safetensors$")
+        return any(pattern.match(n) for n in existing)
+
+    if not taken(name):
+        return name, None
+    n = 2
+    while taken(f"{name}_v{n}"):
+        n += 1
+    return f"{name}_v{n}", (f"{output_dir} already holds files named {name}; this run saves every file as "
+                            f"{name}_v{n} instead (nothing is overwritten)")
 
 
 def prepare_run(cfg: TrainingConfig, root: Path | None = None) -> Path:
-    """Create the run directory and freeze the config into it."""
+    """Create the run directory and freeze the config into it. The output name is decided here, once for every
+    file the run will write, so that no checkpoint of an earlier run is ever overwritten; a changed name is
+    said once, as a warning event."""
     run_dir = rundir.create_run_dir(cfg.saving.output_name, root)
+    name, note = unused_output_name(output_dir_for(cfg, run_dir), cfg.saving.output_name)
+    if note:
+        cfg = cfg.with_value("saving.output_name", name)
+        with EventWriter(run_dir / rundir.EVENTS) as events:
+            events.emit("warning", message=note)
     atomic_write_text(run_dir / rundir.CONFIG, dump_full_config(cfg))
     return run_dir
 
