@@ -12,6 +12,7 @@ from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from loratui.core.config import TrainingConfig
@@ -24,9 +25,31 @@ from loratui.tui.screens.wizard import WizardScreen
 DOUBLE_PRESS_SECONDS = 2.0  # Ctrl+C twice within this quits
 
 
+class LoraCommands(Provider):
+    """One provider for the palette, so the order is fixed: loratui's commands, then Textual's (theme, keys…)."""
+
+    def _commands(self) -> list[SystemCommand]:
+        app = self.app
+        assert isinstance(app, LoraTuiApp)
+        builtin = sorted(App.get_system_commands(app, self.screen), key=lambda command: command.title)
+        return [*app.loratui_commands(), *builtin]
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            if command.discover:
+                yield DiscoveryHit(command.title, command.callback, help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self._commands():
+            if (score := matcher.match(command.title)) > 0:
+                yield Hit(score, matcher.highlight(command.title), command.callback, help=command.help)
+
+
 class LoraTuiApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "loratui"
+    COMMANDS = {LoraCommands}
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True,
                 tooltip="Quit; a caption being edited is saved first"),
@@ -104,7 +127,7 @@ class LoraTuiApp(App):
 
     # -- the command palette: loratui's own commands first ---------------------------------------------------
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def loratui_commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand("Open dataset folder", "Go to the Dataset step", partial(self.goto_step, 0))
         yield SystemCommand("Load preset", "Load a YAML preset into the parameters", self.load_preset)
         yield SystemCommand("Export preset", "Save the current settings as a YAML preset", self.export_preset)
@@ -112,7 +135,6 @@ class LoraTuiApp(App):
                             self.attach_newest)
         yield SystemCommand("Check model", "Check the base model file of these settings", self.check_model)
         yield SystemCommand("Help: keys of this screen", "Every key of the current screen (F1)", self.action_help)
-        yield from super().get_system_commands(screen)
 
     def _monitor(self, run_dir: Path) -> MonitorScreen:
         return MonitorScreen(run_dir, clock=self.clock) if self.clock else MonitorScreen(run_dir)

@@ -22,22 +22,30 @@ def _own_nodes(screen: Screen) -> list[DOMNode]:
     return nodes
 
 
+def _bindings_of(node: DOMNode) -> list[Binding]:
+    """A node's bindings, its own class first then inherited ones, one Binding per key."""
+    found: list[Binding] = []
+    for cls in type(node).__mro__:
+        if "BINDINGS" in cls.__dict__:
+            found.extend(Binding.make_bindings(cls.__dict__["BINDINGS"]))
+    return found
+
+
 def key_rows(screen: Screen) -> list[tuple[str, str, str]]:
     """(where, key, what it does) for every described binding that applies on ``screen``."""
     rows: list[tuple[str, str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()  # outer bindings come first and win, as priority bindings do
     for node in _own_nodes(screen):
-        where = "everywhere" if node is screen.app else ("this screen" if node is screen else type(node).__name__)
-        for _, binding in node._bindings:
-            if not binding.description or binding.system:
+        where = "everywhere" if node is screen.app else ("this screen" if node is screen
+                                                         else type(node).__name__.removesuffix("Step"))
+        for binding in _bindings_of(node):
+            key_name = binding.key
+            if not binding.description or binding.system or key_name.startswith("super+") or key_name in seen:
                 continue
-            if not node.check_action(binding.action, ()) and node is not screen.app:
+            if node is not screen.app and not node.check_action(binding.action, ()):
                 continue
-            key = screen.app.get_key_display(binding)
-            if (key, binding.description) in seen:
-                continue
-            seen.add((key, binding.description))
-            rows.append((where, key, binding.tooltip or binding.description))
+            seen.add(key_name)
+            rows.append((where, screen.app.get_key_display(binding), binding.tooltip or binding.description))
     return rows
 
 
