@@ -1,48 +1,63 @@
-"""The app: an app factory for the CLI and tests, the command palette, and the wizard / monitor screens."""
+"""The app: an app factory for the CLI and tests, the command palette, quitting safely, and the screens."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+import signal
+import time
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from loratui.core.config import TrainingConfig
 from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
+from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.monitor import MonitorScreen
 from loratui.tui.screens.wizard import WizardScreen
 
+DOUBLE_PRESS_SECONDS = 2.0  # Ctrl+C twice within this quits
+
 
 class LoraCommands(Provider):
-    """The app's actions in the command palette (Ctrl+P)."""
+    """One provider for the palette, so the order is fixed: loratui's commands, then Textual's (theme, keys…)."""
 
-    async def search(self, query: str) -> Hits:
+    def _commands(self) -> list[SystemCommand]:
         app = self.app
         assert isinstance(app, LoraTuiApp)
-        commands = [
-            ("Open dataset folder", "Go to the Dataset step", partial(app.goto_step, 0)),
-            ("Load preset", "Load a YAML preset into the parameters", app.load_preset),
-            ("Export preset", "Save the current settings as a YAML preset", app.export_preset),
-            ("Attach to newest run", "Open the monitor of the newest training run", app.attach_newest),
-        ]
+        builtin = sorted(App.get_system_commands(app, self.screen), key=lambda command: command.title)
+        return [*app.loratui_commands(), *builtin]
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            if command.discover:
+                yield DiscoveryHit(command.title, command.callback, help=command.help)
+
+    async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for name, help_text, callback in commands:
-            score = matcher.match(name)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+        for command in self._commands():
+            if (score := matcher.match(command.title)) > 0:
+                yield Hit(score, matcher.highlight(command.title), command.callback, help=command.help)
 
 
 class LoraTuiApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "loratui"
-    COMMANDS = App.COMMANDS | {LoraCommands}
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True)]
+    COMMANDS = {LoraCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True,
+                tooltip="Quit; a caption being edited is saved first"),
+        Binding("ctrl+c", "ctrl_c_quit", "Quit (press twice)", id="app.ctrl_c", priority=True, show=False),
+        Binding("f1", "help", "Help", id="app.help", priority=True, tooltip="Every key of this screen"),
+        Binding("question_mark", "help", "Help", id="app.help_key", show=False,
+                tooltip="Help (outside text fields)"),
+    ]
 
     def __init__(self, config: TrainingConfig, *, attach: Path | None = None, runs_root: Path | None = None,
                  plain_images: bool = False, clock: Callable[[], float] | None = None,
@@ -54,15 +69,72 @@ class LoraTuiApp(App):
         self.plain_images = plain_images
         self.clock = clock
         self.startup_error = startup_error
+        self._last_ctrl_c = -DOUBLE_PRESS_SECONDS
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(self.config, plain_images=self.plain_images, runs_root=self.runs_root)
 
     def on_mount(self) -> None:
+        self._watch_hangup()
         if self.startup_error:
             self.notify(self.startup_error, severity="error", timeout=15)
         if self.attach is not None:
             self.push_screen(self._monitor(self.attach))
+
+    # -- quitting never loses an edit ------------------------------------------------------------------------
+
+    def _watch_hangup(self) -> None:
+        """Closing the terminal sends SIGHUP: save pending edits before exiting, as Ctrl+Q does."""
+        if not hasattr(signal, "SIGHUP"):
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no unix signals
+            return
+        self._hangup_installed = True
+
+    def _hangup(self) -> None:
+        self.save_pending()
+        self.exit(return_code=129)
+
+    def on_unmount(self) -> None:
+        if getattr(self, "_hangup_installed", False):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    def save_pending(self) -> list[str]:
+        """Write every unsaved edit of every screen; returns what was saved (for the exit message)."""
+        wizard = self._wizard()
+        return wizard.save_pending() if wizard is not None else []
+
+    async def action_quit(self) -> None:
+        saved = self.save_pending()
+        self.exit(message=f"saved {', '.join(saved)}" if saved else None)
+
+    async def action_ctrl_c_quit(self) -> None:
+        now = time.monotonic()
+        if now - self._last_ctrl_c <= DOUBLE_PRESS_SECONDS:
+            await self.action_quit()
+            return
+        self._last_ctrl_c = now
+        self.notify("press Ctrl+C again to quit (edits are saved), or Ctrl+Q", title="Quit?",
+                    timeout=DOUBLE_PRESS_SECONDS)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        return not (action == "help" and isinstance(self.screen, HelpScreen))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.screen))
+
+    # -- the command palette: loratui's own commands first ---------------------------------------------------
+
+    def loratui_commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Open dataset folder", "Go to the Dataset step", partial(self.goto_step, 0))
+        yield SystemCommand("Load preset", "Load a YAML preset into the parameters", self.load_preset)
+        yield SystemCommand("Export preset", "Save the current settings as a YAML preset", self.export_preset)
+        yield SystemCommand("Attach to newest run", "Open the monitor of the newest training run",
+                            self.attach_newest)
+        yield SystemCommand("Check model", "Check the base model file of these settings", self.check_model)
+        yield SystemCommand("Help: keys of this screen", "Every key of the current screen (F1)", self.action_help)
 
     def _monitor(self, run_dir: Path) -> MonitorScreen:
         return MonitorScreen(run_dir, clock=self.clock) if self.clock else MonitorScreen(run_dir)
@@ -84,6 +156,10 @@ class LoraTuiApp(App):
     def export_preset(self) -> None:
         self.goto_step(3)
         self.screen.query_one("#parameters").action_export_preset()
+
+    def check_model(self) -> None:
+        self.goto_step(3)
+        self.screen.query_one("#parameters").check_model()
 
     def attach_newest(self) -> None:
         run_dir = rundir.find_run(None, self.runs_root)

@@ -1,4 +1,5 @@
-"""Wizard test fixtures: a demo dataset at a fixed path (snapshots must not show random tmp paths)."""
+"""Wizard test fixtures: a demo dataset in pytest's temporary folder (a fixed path only for snapshots, which
+must not show random tmp paths)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,32 @@ os.environ["LORATUI_PLAIN_IMAGES"] = "1"
 FIXED = Path("/tmp/loratui-test-demo")
 
 
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path, monkeypatch) -> None:
+    """Runs and measured speeds go to the test's own folder, never to ~/.loratui."""
+    monkeypatch.setenv("LORATUI_HOME", str(tmp_path / "home"))
+
+
+def _make_demo(root: Path) -> Path:
+    make_demo_dataset(root / "dataset")
+    save_preset(demo_config(root), root / "demo.yaml")
+    return root
+
+
 @pytest.fixture
-def demo_dir() -> Path:
-    """A fresh demo dataset and preset at a fixed location (the model folder is only named, not built)."""
+def demo_dir(tmp_path) -> Path:
+    """A fresh demo dataset and preset (the model folder is only named, not built)."""
+    return _make_demo(tmp_path / "demo")
+
+
+@pytest.fixture
+def snapshot_demo_dir() -> Path:
+    """The demo at a fixed location: screenshots show the path."""
     shutil.rmtree(FIXED, ignore_errors=True)
-    make_demo_dataset(FIXED / "dataset")
-    save_preset(demo_config(FIXED), FIXED / "demo.yaml")
-    return FIXED
+    return _make_demo(FIXED)
 
 
-async def wait_until(pilot, condition, tries: int = 200) -> None:
+async def wait_until(pilot, condition, tries: int = 600) -> None:
     """Let the app run until ``condition()`` holds (workers and timers included); no fixed sleeps."""
     for _ in range(tries):
         await pilot.app.workers.wait_for_complete()

@@ -36,7 +36,8 @@ def _steady(pilot_keys: list[str]):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("step", list(STEP_KEYS))
-def test_wizard_step_looks_right(snap_compare, demo_dir, step, size):
+def test_wizard_step_looks_right(snap_compare, snapshot_demo_dir, step, size):
+    demo_dir = snapshot_demo_dir
     app = make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml", plain_images=True)
     assert snap_compare(app, terminal_size=size, run_before=_steady(STEP_KEYS[step]))
 

@@ -98,15 +98,15 @@ async def test_steps_recalculate_as_you_type(demo_dir):
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
         await pilot.press("ctrl+n", "ctrl+n")
-        await wait_until(pilot, lambda: "80 (40 × 4 ÷ 2)" in _text(app, "#plan"))
+        await wait_until(pilot, lambda: "simple 80 = 40 × 4 ÷ 2" in _text(app, "#plan"))
         epochs = app.screen.query_one("#schedule--max_train_epochs", Input)
         epochs.focus()
         await pilot.press("end", "backspace", "1", "0")
-        await wait_until(pilot, lambda: "200 (40 × 10 ÷ 2)" in _text(app, "#plan"))
+        await wait_until(pilot, lambda: "simple 200 = 40 × 10 ÷ 2" in _text(app, "#plan"))
         assert app.config.schedule.max_train_epochs == 10
         repeats = app.screen.query_one("Input.repeats", Input)
         repeats.value = "8"
-        await wait_until(pilot, lambda: "400 (80 × 10 ÷ 2)" in _text(app, "#plan"))
+        await wait_until(pilot, lambda: "simple 400 = 80 × 10 ÷ 2" in _text(app, "#plan"))
         assert app.config.dataset.repeats == {"4_sks toy": 8}
 
 

@@ -15,8 +15,9 @@ from loratui.core.captions import ops
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
-{name} > Vertical {{ width: 90%; max-width: 100; height: auto; max-height: 90%; border: thick $primary;
-                    background: $surface; padding: 1 2; }}
+{name} > Vertical {{ width: 90%; max-width: 100; height: auto; max-height: 100%; border: thick $primary;
+                    background: $surface; padding: 0 1; }}
+{name} Input, {name} Select {{ margin-top: 1; }}
 {name} Horizontal.buttons {{ height: auto; align-horizontal: right; margin-top: 1; }}
 {name} Button {{ margin-left: 1; }}
 """
@@ -34,8 +35,8 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical():
             yield Label(Text(self.question))
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="no")
-                yield Button(self.yes, id="yes", variant="warning")
+                yield Button("Cancel", id="no", compact=True)
+                yield Button(self.yes, id="yes", variant="warning", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -55,11 +56,11 @@ class PathDialog(ModalScreen[Path | None]):
         with Vertical():
             yield Label(self.title_text)
             if self.choices:
-                yield Select(self.choices, prompt="shipped presets", id="choice")
-            yield Input(self.value, placeholder="path/to/file.yaml", id="path")
+                yield Select(self.choices, prompt="shipped presets", id="choice", compact=True)
+            yield Input(self.value, placeholder="path/to/file.yaml", id="path", compact=True)
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("OK", id="ok", variant="primary", compact=True)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.value is not Select.BLANK:
@@ -124,7 +125,7 @@ class TagToolDialog(ModalScreen[list[ops.Change] | None]):
     """Pick a batch tag operation, preview its diff, then apply (the caller writes with the journal)."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="TagToolDialog") + """
-    TagToolDialog #diff { height: auto; max-height: 14; border: round $panel; }
+    TagToolDialog #diff { height: auto; max-height: 8; border: round $panel; }
     """
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
 
@@ -137,15 +138,15 @@ class TagToolDialog(ModalScreen[list[ops.Change] | None]):
         with Vertical():
             yield Label(f"Batch tag tools — {len(self.files)} caption(s)")
             yield Select([(label, key) for key, (label, _, _) in TAG_TOOLS.items()], value="activation",
-                         allow_blank=False, id="tool")
-            yield Input(placeholder="tag", id="first")
-            yield Input(placeholder="", id="second")
+                         allow_blank=False, id="tool", compact=True)
+            yield Input(placeholder="tag", id="first", compact=True)
+            yield Input(placeholder="", id="second", compact=True)
             with VerticalScroll(id="diff"):
                 yield Static("press Preview to see the changes", id="diff-text")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Preview", id="preview")
-                yield Button("Apply", id="apply", variant="primary", disabled=True)
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Preview", id="preview", compact=True)
+                yield Button("Apply", id="apply", variant="primary", disabled=True, compact=True)
 
     def on_mount(self) -> None:
         self._update_fields("activation")
@@ -189,3 +190,30 @@ class TagToolDialog(ModalScreen[list[ops.Change] | None]):
         summary = f"{len(self.changes)} caption(s) will change\n"
         self.query_one("#diff-text", Static).update(Text(summary + diff))
         self.query_one("#apply", Button).disabled = not self.changes
+
+
+class TextDialog(ModalScreen[None]):
+    """A long text to read (the changed settings): scrolls inside the dialog, Esc or Enter closes it."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="TextDialog") + """
+    TextDialog #dialog-text { height: auto; max-height: 14; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="dialog.close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.title_text, style="bold"))
+            with VerticalScroll(id="dialog-text"):
+                yield Static(Text(self.text))
+            with Horizontal(classes="buttons"):
+                yield Button("Close", id="close", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    def on_button_pressed(self) -> None:
+        self.dismiss(None)

@@ -7,13 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
+from loratui.core import measured_speed
+from loratui.core.gpu import detect_gpus
 from loratui.core.planner import format_duration
+from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
 from loratui.core.run.events import EventTail, RunSnapshot
 from loratui.tui.screens.dialogs import ConfirmDialog
@@ -28,9 +32,9 @@ def _size(n: int) -> str:
 
 class MonitorScreen(Screen):
     BINDINGS = [
-        Binding("s", "stop", "Stop (saves)", id="monitor.stop"),
-        Binding("escape", "back", "Back to wizard", id="monitor.back"),
-        Binding("q", "leave", "Quit (keeps training)", id="monitor.quit"),
+        Binding("s", "stop", "Stop", id="monitor.stop", tooltip="Stop training (finishes the step, saves)"),
+        Binding("escape", "back", "Wizard", id="monitor.back", tooltip="Back to the wizard (training goes on)"),
+        Binding("q", "leave", "Quit", id="monitor.quit", tooltip="Quit the app (a running trainer keeps going)"),
     ]
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
@@ -41,6 +45,7 @@ class MonitorScreen(Screen):
         self.log_tail = EventLogTail(run_dir / rundir.LOG)
         self.snapshot = RunSnapshot()
         self.shown_checkpoints = 0
+        self.speed_recorded = False
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"Run {self.run_dir.name}", style="bold"), id="run-title")
@@ -63,10 +68,10 @@ class MonitorScreen(Screen):
         log = RichLog(id="trainer-log", max_lines=200, wrap=True)
         log.border_title = "trainer.log"
         yield log
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#checkpoints", DataTable).add_columns("file", "epoch", "step", "loss", "size")
+        self.query_one("#checkpoints", DataTable).add_columns("file", "ep", "step", "loss", "size")
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
 
@@ -80,6 +85,24 @@ class MonitorScreen(Screen):
             return
         self.snapshot.apply_all(events)
         self._show_snapshot()
+        if not self.speed_recorded and self.snapshot.it_per_s and rundir.run_state(self.run_dir) != "running":
+            self.speed_recorded = True
+            self.record_speed()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="speed")
+    def record_speed(self) -> None:
+        """Keep the trainer's real it/s for this device and resolution: the Steps screen's time estimate."""
+        snap = self.snapshot
+        try:
+            cfg = load_config(self.run_dir / rundir.CONFIG)
+        except PresetError:
+            return  # a run without a readable config cannot say what resolution it measured
+        device = "cpu"
+        if not snap.device.startswith("cpu"):
+            best = detect_gpus().best
+            device = best.name if best else snap.device
+        images = cfg.schedule.train_batch_size * cfg.optimizer.gradient_accumulation_steps
+        measured_speed.record(device, cfg.dataset.resolution, float(snap.it_per_s or 0), images)
 
     def _show_snapshot(self) -> None:
         snap = self.snapshot
@@ -90,7 +113,8 @@ class MonitorScreen(Screen):
         table = self.query_one("#checkpoints", DataTable)
         for row in snap.checkpoints[self.shown_checkpoints:]:
             loss = f"{row.avg_loss:.4f}" if row.avg_loss is not None else ""
-            table.add_row(Text(Path(row.path).name), str(row.epoch or ""), str(row.step), loss, _size(row.size_bytes))
+            table.add_row(Text(Path(row.path).name, overflow="ellipsis", no_wrap=True), str(row.epoch or ""),
+                          str(row.step), loss, _size(row.size_bytes))
         self.shown_checkpoints = len(snap.checkpoints)
         if snap.samples:
             latest = snap.samples[-3:]
@@ -121,7 +145,11 @@ class MonitorScreen(Screen):
         if snap.error:
             text.append(f"\nerror: {snap.error.get('message')}\nhint: {snap.error.get('hint')}", style="bold red")
         elif snap.done:
-            text.append(f"\n{snap.done.get('state')}: {snap.done.get('final_path') or ''}", style="cyan")
+            # A path is split at its folder, not wrapped mid-word: the file name, then where it is.
+            final = Path(str(snap.done.get("final_path") or ""))
+            text.append(f"\n{snap.done.get('state')}: {final.name}", style="cyan")
+            if final.name:
+                text.append(f"\n  in {final.parent}", style="dim")
         for warning in snap.warnings[-2:]:
             text.append(f"\nwarning: {warning}", style="yellow")
         self.query_one("#run-status", Static).update(text)
@@ -140,12 +168,18 @@ class MonitorScreen(Screen):
                                            yes="Stop"), confirmed)
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
+        """The wizard lies under the monitor both after Start training and in `loratui attach`."""
+        if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
 
+    def leave_message(self) -> str:
+        state = rundir.run_state(self.run_dir)
+        if state == "running":
+            return f"Training continues in the background. Re-attach with: loratui attach {self.run_dir.name}"
+        return f"Run {self.run_dir.name} is {state}; its files are in {self.run_dir}"
+
     def action_leave(self) -> None:
-        self.app.exit(message=f"Training continues in the background. Re-attach with: loratui attach "
-                              f"{self.run_dir.name}")
+        self.app.exit(message=self.leave_message())
 
 
 class EventLogTail:

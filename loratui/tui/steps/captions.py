@@ -21,12 +21,18 @@ PREVIEW_DELAY = 0.12
 
 
 class CaptionsStep(Vertical):
+    # Priority bindings on keys the filter box does not use, so they work from every focused widget. Ctrl+Z is
+    # priority too: the editor's own undo would be a second history with a second meaning for the key.
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save caption", id="captions.save"),
-        Binding("ctrl+z", "undo", "Undo", id="captions.undo"),
-        Binding("ctrl+t", "tag_tools", "Tag tools", id="captions.tools"),
-        Binding("ctrl+e", "next_problem", "Next problem", id="captions.problem"),
-        Binding("ctrl+f", "focus_filter", "Filter", id="captions.filter"),
+        Binding("ctrl+s", "save", "Save", id="captions.save", priority=True, tooltip="Save the caption"),
+        Binding("ctrl+z", "undo", "Undo", id="captions.undo", priority=True,
+                tooltip="Undo: first the unsaved edit, then saved edits and tag tools, newest first"),
+        Binding("ctrl+t", "tag_tools", "Tags", id="captions.tools", priority=True,
+                tooltip="Batch tag tools (preview, then apply)"),
+        Binding("ctrl+g", "next_problem", "Problem", id="captions.problem", priority=True,
+                tooltip="Go to the next image with a problem"),
+        Binding("ctrl+f", "focus_filter", "Filter", id="captions.filter", priority=True,
+                tooltip="Filter the images by file name or tag"),
     ]
 
     def __init__(self, config: TrainingConfig, plain_images: bool = False, **kwargs) -> None:
@@ -36,20 +42,21 @@ class CaptionsStep(Vertical):
         self.files: list[ops.CaptionFile] = []
         self.shown: list[ops.CaptionFile] = []
         self.current: ops.CaptionFile | None = None
-        self.problems: set[Path] = set()
+        self.problems: dict[Path, list[str]] = {}  # image or caption → what the dataset check said
         self.root: Path | None = None
         self._preview_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="caption-list"):
-                yield Input(placeholder="filter by file name or tag (glob)", id="caption-filter")
+                yield Input(placeholder="filter: file name or tag (glob)", id="caption-filter", compact=True)
                 table = DataTable(id="images", cursor_type="row", zebra_stripes=True)
                 table.border_title = "Images"
                 yield table
             with Vertical(id="caption-detail"):
                 yield ImagePreview(plain=self.plain_images, id="preview")
                 yield Static("", id="caption-file")
+                yield Static("", id="caption-problem")
                 yield TextArea("", id="editor", soft_wrap=True, show_line_numbers=False)
                 freq = DataTable(id="tag-freq", cursor_type="none")
                 freq.border_title = "Tag frequency"
@@ -65,7 +72,11 @@ class CaptionsStep(Vertical):
     def load(self, root: Path, report: DatasetReport | None = None) -> None:
         """(Re)read every caption under ``root``; keep the selection."""
         self.root = root
-        self.problems = {f.path for f in report.findings} if report else self.problems
+        if report is not None:
+            self.problems = {}
+            for finding in report.sorted_findings():
+                line = f"{finding.severity}: {finding.message}; {finding.fix}"
+                self.problems.setdefault(finding.path, []).append(line)
         selected = self.current.image if self.current else None
         self.files = ops.load_captions(root, self.config.dataset.caption_extension)
         self.current = None
@@ -117,6 +128,8 @@ class CaptionsStep(Vertical):
             self.current.image if self.current else None))
         status = "" if item.exists else " (no caption yet)"
         self.query_one("#caption-file", Static).update(Text(f"{item.caption.name}{status}"))
+        problems = self.problems.get(item.image, []) + self.problems.get(item.caption, [])
+        self.query_one("#caption-problem", Static).update(Text("\n".join(problems), style="yellow"))
         self.query_one("#editor", TextArea).load_text(item.text)
 
     def select_image(self, path: Path) -> None:
@@ -160,9 +173,14 @@ class CaptionsStep(Vertical):
             self.refresh_frequency()
 
     def action_undo(self) -> None:
+        """One history: an unsaved edit is undone by putting back the saved text; then the journal, newest first."""
         if self.root is None:
             return
-        self.save_current()
+        editor = self.query_one("#editor", TextArea)
+        if self.current is not None and editor.text != self.current.text:
+            editor.load_text(self.current.text)
+            self.notify(f"undid the unsaved edit of {self.current.caption.name}")
+            return
         undone = journal.undo(self.root)
         if undone is None:
             self.notify("nothing to undo")

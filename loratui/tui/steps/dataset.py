@@ -8,6 +8,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Button, DataTable, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
@@ -30,8 +31,8 @@ class DatasetStep(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("Dataset folder (the one holding <repeats>_<name> folders; → completes):")
         with Horizontal(classes="row"):
-            yield PathInput(self.config.dataset.train_data_dir, id="dataset-path")
-            yield Button("Check", id="check", variant="primary")
+            yield PathInput(self.config.dataset.train_data_dir, id="dataset-path", compact=True)
+            yield Button("Check", id="check", variant="primary", compact=True)
         yield ProgressBar(id="scan-progress", show_eta=False)
         yield Static("", id="dataset-summary")
         with Horizontal(id="dataset-tables"):
@@ -41,10 +42,12 @@ class DatasetStep(Vertical):
             buckets = DataTable(id="buckets", cursor_type="none")
             buckets.border_title = "Buckets"
             yield buckets
+        yield Static("", id="finding-detail")
 
     def on_mount(self) -> None:
         self.query_one("#findings", DataTable).add_columns("severity", "file", "problem and fix")
-        self.query_one("#buckets", DataTable).add_columns("bucket", "images")
+        # sd-scripts fills buckets with each image repeated: the count is images × repeats, and says so.
+        self.query_one("#buckets", DataTable).add_columns("bucket", "× repeats")
         if self.config.dataset.train_data_dir:
             self.start_scan()
 
@@ -59,6 +62,7 @@ class DatasetStep(Vertical):
             self.notify("type the dataset folder first", severity="warning")
             return
         if not Path(path).expanduser().is_dir():
+            self.clear_report()
             self.query_one("#dataset-summary", Static).update(
                 Text(f"{path}: not a folder; give the folder that holds your image folders", style="bold red"))
             return
@@ -87,8 +91,38 @@ class DatasetStep(Vertical):
         if event.state == WorkerState.SUCCESS:
             self.show_report(event.worker.result)
         elif event.state == WorkerState.ERROR:
+            self.clear_report()
             self.query_one("#dataset-summary", Static).update(
                 Text(f"the check failed: {event.worker.error}", style="bold red"))
+
+    def clear_report(self) -> None:
+        """A failed check must not leave the previous folder's findings and buckets on screen."""
+        self.report = None
+        self.query_one("#findings", DataTable).clear()
+        self.query_one("#buckets", DataTable).clear()
+        self.query_one("#finding-detail", Static).update("")
+        self.query_one("#scan-progress", ProgressBar).update(total=None, progress=0)
+
+    def first_problem(self) -> tuple[Widget, str] | None:
+        """Next is refused while the typed folder is not one (the wizard would train on the old folder)."""
+        field = self.query_one("#dataset-path", PathInput)
+        path = field.value.strip()
+        if not path:
+            return field, "Dataset folder: type the folder that holds your <repeats>_<name> folders"
+        if not Path(path).expanduser().is_dir():
+            return field, f"{path}: not a folder; give the folder that holds your image folders"
+        if str(Path(path).expanduser().resolve()) != self.config.dataset.train_data_dir:
+            return field, "Dataset folder: press Enter (or Check) to check this folder first"
+        return None
+
+    @on(DataTable.RowHighlighted, "#findings")
+    def finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The whole finding for the selected row, wrapped, below the table (the column cuts it off)."""
+        if self.report is None or event.row_key is None:
+            return
+        finding = self.report.sorted_findings()[int(event.row_key.value)]
+        self.query_one("#finding-detail", Static).update(
+            Text(f"{finding.path.name}: {finding.message}; {finding.fix}", style=SEVERITY_STYLE[finding.severity]))
 
     def show_report(self, report: DatasetReport) -> None:
         self.report = report

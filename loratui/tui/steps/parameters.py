@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static, Switch, Tabbed
 from loratui.core.config import FieldSpec, TrainingConfig, check_config, issues_from_validation_error, iter_fields
 from loratui.core.presets import PresetError, diff_from_defaults, list_presets, load_config, save_preset
 from loratui.tui.messages import ConfigChanged
-from loratui.tui.screens.dialogs import PathDialog
+from loratui.tui.screens.dialogs import PathDialog, TextDialog
 
 BASIC = {
     "model.pretrained_model_name_or_path", "model.model_family", "dataset.train_data_dir", "dataset.reg_data_dir",
@@ -61,19 +61,45 @@ def path_of(widget_id: str) -> str:
     return widget_id.removeprefix("field-").replace("--", ".")
 
 
+# What an optional setting does when it is left empty (a dim "empty" read like a value).
+UNSET = {
+    "model.vae": "unset: the model's own VAE",
+    "dataset.reg_data_dir": "unset: no regularisation images",
+    "network.conv_dim": "unset: no conv layers (plain LoRA)",
+    "network.conv_alpha": "unset: 1 (when conv_dim is set)",
+    "network.network_weights": "unset: start from zero (a new LoRA)",
+    "network.scale_weight_norms": "unset: no norm cap",
+    "optimizer.unet_lr": "unset: same as learning_rate",
+    "optimizer.text_encoder_lr": "unset: same as learning_rate",
+    "schedule.max_train_steps": "unset: the epochs decide",
+    "saving.save_last_n_epochs": "unset: keep every checkpoint",
+    "saving.logging_dir": "unset: no extra logs",
+    "advanced.min_snr_gamma": "unset: off",
+}
+
+
+def placeholder_for(spec: FieldSpec) -> str:
+    return UNSET.get(spec.path, "unset: the default behaviour")
+
+
 def make_control(spec: FieldSpec, value: Any) -> Widget:
     kind = _base_type(spec.annotation)
     wid = control_id(spec.path)
     if spec.choices:
-        return Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False, id=wid)
+        return Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False, id=wid, compact=True)
     if kind is bool:
         return Switch(value=bool(value), id=wid)
     if kind is list:
         return TextArea("\n".join(value), id=wid, classes="prompts")
-    if kind is dict:
-        return Input(yaml.safe_dump(value, default_flow_style=True).strip() if value else "", id=wid,
-                     placeholder="{key: value}")
-    return Input("" if value is None else str(value), id=wid, placeholder="empty" if value is None else "")
+    return Input(control_text(spec, value), id=wid, placeholder=placeholder_for(spec) if kind is not dict
+                 else "{key: value} (unset: none)", compact=True)
+
+
+def control_text(spec: FieldSpec, value: Any) -> str:
+    """What a text field shows for ``value``."""
+    if _base_type(spec.annotation) is dict:
+        return yaml.safe_dump(value, default_flow_style=True).strip() if value else ""
+    return "" if value is None else str(value)
 
 
 def parse_value(spec: FieldSpec, widget: Widget) -> Any:
@@ -93,10 +119,13 @@ def parse_value(spec: FieldSpec, widget: Widget) -> Any:
 
 
 class ParametersStep(Vertical):
+    # Priority, and keys a text field does not use: they work whichever field has focus.
     BINDINGS = [
-        Binding("ctrl+o", "load_preset", "Load preset", id="params.load"),
-        Binding("ctrl+x", "export_preset", "Export preset", id="params.export"),
-        Binding("ctrl+d", "show_diff", "Changed", id="params.diff"),
+        Binding("ctrl+o", "load_preset", "Load", id="params.load", priority=True, tooltip="Load a preset"),
+        Binding("ctrl+s", "export_preset", "Export", id="params.export", priority=True,
+                tooltip="Export (save) the settings as a preset"),
+        Binding("ctrl+r", "show_diff", "Changed", id="params.diff", priority=True,
+                tooltip="Review the settings changed from the defaults"),
     ]
 
     def __init__(self, config: TrainingConfig, **kwargs) -> None:
@@ -118,9 +147,9 @@ class ParametersStep(Vertical):
         yield Static("", id="field-help")
         yield Static("", id="config-issues")
         with Horizontal(classes="buttons"):
-            yield Button("Load preset", id="load")
-            yield Button("Export preset", id="export")
-            yield Button("Changed settings", id="diff")
+            yield Button("Load preset", id="load", compact=True)
+            yield Button("Export preset", id="export", compact=True)
+            yield Button("Changed settings", id="diff", compact=True)
 
     def on_mount(self) -> None:
         self.show_issues()
@@ -133,22 +162,37 @@ class ParametersStep(Vertical):
         self.show_issues()
 
     def refresh_controls(self) -> None:
+        """Every field, the focused one too, shows the config's value (after a load or import); old errors go."""
         for path, spec in self.specs.items():
             widget = self.query_one(f"#{control_id(path)}")
             value = self.config.get(path)
-            if widget.has_focus:
-                continue
             with widget.prevent(Input.Changed, Select.Changed, Switch.Changed, TextArea.Changed):
                 if isinstance(widget, Select | Switch):
                     widget.value = value
                 elif isinstance(widget, TextArea):
-                    widget.load_text("\n".join(value))
-                else:
-                    replacement = make_control(spec, value)
-                    widget.value = replacement.value
+                    if widget.text != "\n".join(value):
+                        widget.load_text("\n".join(value))
+                elif widget.value != control_text(spec, value):
+                    widget.value = control_text(spec, value)
+            widget.remove_class("-invalid")
+        self.errors.clear()
+        if self.screen.focused is not None:
+            self._show_help(self.screen.focused)
+
+    def first_problem(self) -> tuple[Widget, str] | None:
+        """The first invalid field in form order, and why (the wizard refuses Next on it)."""
+        for path in self.specs:
+            if path in self.errors:
+                widget = self.query_one(f"#{control_id(path)}")
+                self.query_one("#param-tabs", TabbedContent).active = f"tab-{tab_for(path).lower()}"
+                return widget, self.errors[path]
+        return None
 
     def on_descendant_focus(self, event) -> None:
-        widget_id = getattr(event.widget, "id", None) or ""
+        self._show_help(event.widget)
+
+    def _show_help(self, widget: Widget) -> None:
+        widget_id = getattr(widget, "id", None) or ""
         if widget_id.startswith("field-"):
             path = path_of(widget_id)
             spec = self.specs[path]
@@ -179,10 +223,12 @@ class ParametersStep(Vertical):
                        else f"{path}: not valid YAML")
             self.errors[path] = message
             widget.add_class("-invalid")
-            self.query_one("#field-help", Static).update(Text(message, style="bold red"))
+            self._show_help(widget)
+            self.show_issues()
             return
         self.errors.pop(path, None)
         widget.remove_class("-invalid")
+        self._show_help(widget)  # the error under the help goes once the value is fixed
         if config != self.config:
             self.config = config
             self.post_message(ConfigChanged(config, "parameters"))
@@ -191,11 +237,14 @@ class ParametersStep(Vertical):
     def show_issues(self) -> None:
         issues = check_config(self.config)
         text = Text()
+        for message in self.errors.values():
+            text.append(f"{message}\n", style="bold red")
         for issue in issues:
             style = {"error": "bold red", "warning": "yellow", "info": "cyan"}[issue.severity]
             text.append(f"{issue.severity}: {issue.path}: {issue.why}; {issue.fix}\n", style=style)
-        if not issues:
+        if not issues and not self.errors:
             text.append("no problems found in these settings", style="green")
+        text.rstrip()
         self.query_one("#config-issues", Static).update(text)
 
     @on(Button.Pressed, "#load")
@@ -216,7 +265,9 @@ class ParametersStep(Vertical):
             for key, value in keep.items():
                 if value and not preset.get(key):
                     preset = preset.with_value(key, value)
-            self.config_updated(preset)
+            self.config = preset  # refresh even when equal: a field may still show rejected text
+            self.refresh_controls()
+            self.show_issues()
             self.post_message(ConfigChanged(preset, "parameters"))
             self.notify(f"loaded {path.name}")
 
@@ -240,4 +291,15 @@ class ParametersStep(Vertical):
     def action_show_diff(self) -> None:
         rows = diff_from_defaults(self.config)
         text = "\n".join(f"{path}: {default!r} → {value!r}" for path, default, value in rows) or "all defaults"
-        self.notify(text, title="Changed from the defaults", timeout=15)
+        self.app.push_screen(TextDialog(f"Changed from the defaults ({len(rows)})", text))
+
+    def check_model(self) -> None:
+        """The palette's "Check model". Call site for helper A's loratui.core.checkpoint_info (model family
+        shown on Parameters) once it is merged; until then, say whether the file is there."""
+        path = self.config.model.pretrained_model_name_or_path
+        if not path:
+            self.notify("no model set: fill in pretrained_model_name_or_path on Basic", severity="warning")
+        elif not Path(path).expanduser().exists():
+            self.notify(f"{path}: not found; give a .safetensors file or a diffusers folder", severity="error")
+        else:
+            self.notify(f"{path}: found ({self.config.model.model_family})")
