@@ -122,9 +122,26 @@ def _describe_folder(path: Path) -> CheckpointInfo:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}/model_index.json: cannot be read ({exc})") from exc
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    info = CheckpointInfo(path, size, "diffusers")
-    info.family = "sdxl" if "text_encoder_2" in classes else None
+    info = CheckpointInfo(path, size, "diffusers", parts=[p for p in ("unet", "vae", "text_encoder",
+                                                                    "text_encoder_2") if p in classes])
+    unet = _read_json(path / "unet" / "config.json")
+    width = unet.get("cross_attention_dim")
+    # the text encoder's width tells the family: CLIP-L 768 (SD1), OpenCLIP-H 1024 (SD2), both concatenated 2048
+    info.family = "sdxl" if "text_encoder_2" in classes else {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(width)
+    said = _read_json(path / "scheduler" / "scheduler_config.json").get("prediction_type")
+    info.prediction = said if said in ("epsilon", "v_prediction") else None
+    if unet.get("in_channels", 4) != 4:
+        info.problem = (f"this is a {unet['in_channels']}-channel (inpainting/instruct) model; LoRA training needs "
+                        "a standard 4-channel text-to-image model")
     return info
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _classify(info: CheckpointInfo, header: dict[str, dict], metadata: dict[str, str]) -> None:

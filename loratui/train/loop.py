@@ -110,10 +110,12 @@ class Trainer:
             dims = dims_from_weights(Path(cfg.network.network_weights))
         self.network = attach_network(cfg, self.models.unet, self.models.text_encoders, dims)
         if cfg.network.network_weights:
-            from loratui.train.resume_weights import load_kohya_weights
+            from loratui.train.resume_weights import load_network_weights
 
-            loaded = load_kohya_weights(self.network, Path(cfg.network.network_weights))
-            self.warn(f"started from {cfg.network.network_weights} ({loaded} tensors loaded)")
+            report = load_network_weights(self.network, Path(cfg.network.network_weights))
+            self.warn(f"started from {cfg.network.network_weights} ({report.loaded} tensors loaded)")
+            for message in report.warnings:
+                self.warn(message)
         self._cast_trainable()
         self.optimizer = make_optimizer(cfg, self.network.param_groups(cfg.unet_lr, cfg.text_encoder_lr), self.warn)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]

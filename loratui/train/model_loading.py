@@ -61,6 +61,7 @@ def _load_pipeline(cfg: TrainingConfig) -> tuple[object, CheckpointInfo | None]:
     cls = _pipeline_class(cfg.model.is_sdxl)
     path = Path(source).expanduser()
     if path.is_dir():
+        inspect_checkpoint(path, cfg.model.model_family)
         return cls.from_pretrained(str(path), local_files_only=True), None
     if path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin") or source.startswith((".", "/", "~")):
         return _load_single_file(cfg, path)

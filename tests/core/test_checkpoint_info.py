@@ -175,3 +175,16 @@ def test_check_model_on_a_lora_and_a_missing_file(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "this is a LoRA file" in out.stderr
     out = check_model(str(tmp_path / "none.safetensors"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "file not found" in out.stderr
+
+
+@pytest.mark.parametrize(("width", "prediction", "family", "config_family"), [
+    (768, "epsilon", "sd1", "sd1"), (1024, "v_prediction", "sd2", "sd2-v"), (2048, "epsilon", "sdxl", "sdxl"),
+])
+def test_diffusers_folder_family_from_its_configs(tmp_path, width, prediction, family, config_family):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": width, "in_channels": 4}))
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": prediction}))
+    info = describe_checkpoint(tmp_path)
+    assert (info.format, info.family, info.config_family, info.problem) == ("diffusers", family, config_family, None)
