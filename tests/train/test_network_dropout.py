@@ -116,7 +116,7 @@ def test_dropouts_change_what_lora_training_learns(tmp_path, tiny_sd1_dir, demo_
     files = []
     for i, extra in enumerate(({}, {"network__network_dropout": 0.3, "network__rank_dropout": 0.3,
                                     "network__module_dropout": 0.3})):
-        cfg = make_config(tiny_sd1_dir, demo_dataset, schedule__max_train_steps=2, **extra)
+        cfg = make_config(tiny_sd1_dir, demo_dataset, schedule__max_train_steps=1, **extra)
         run_dir = tmp_path / str(i)
         (run_dir / "state").mkdir(parents=True)
         files.append(load_file(str(run(cfg, run_dir, Recorder()))))
