@@ -224,7 +224,7 @@ def attach_network(cfg: TrainingConfig, unet: nn.Module, text_encoders: list[nn.
     net = cfg.network
     refused = [i for i in check_config(cfg) if i.severity == "error" and i.path.startswith("network.")]
     if refused:
-        raise ValueError(str(refused[0]))
+        raise ValueError(str(refused[0]).removeprefix("error: "))  # the runner adds its own "error:"
     dim, alpha, conv_dim, conv_alpha = dims or (net.network_dim, net.network_alpha, net.conv_dim, net.conv_alpha)
     unet_part = _attach(unet, cfg, "lora_unet", False, dim, alpha, conv_dim, conv_alpha)
     tes = []
