@@ -363,10 +363,12 @@ def check_config(cfg: TrainingConfig, cuda_available: bool | None = None) -> lis
     if net.network_type == "lora" and (net.conv_dim or net.conv_alpha):
         add("warning", "network.conv_dim", "conv rank is ignored by plain LoRA",
             "set network_type to locon to train conv layers, or clear conv_dim")
-    if net.use_dora:
-        add("warning", "network.use_dora", "DoRA files are not yet proven to load identically in diffusers, "
-            "A1111 or ComfyUI (loratui's compatibility tests cover LoRA, LoCon, LoHa and LoKr)",
-            "check the result in your UI, or turn DoRA off")
+    if net.use_dora and net.network_type in ("loha", "lokr"):
+        add("error", "network.use_dora", f"DoRA is trained for lora and locon only, not {net.network_type}",
+            "set network_type to lora or locon, or turn DoRA off")
+    if net.network_dropout and net.network_type in ("loha", "lokr"):
+        add("error", "network.network_dropout", f"{net.network_type} has no plain dropout (LyCORIS does not "
+            "implement it either)", "use rank_dropout or module_dropout, or set network_dropout to 0")
     if net.dim_from_weights and not net.network_weights:
         add("error", "network.dim_from_weights", "needs network_weights to read the rank from",
             "set network.network_weights or turn dim_from_weights off")

@@ -29,9 +29,10 @@ _NETWORK_MODULE = {"lora": "networks.lora", "locon": "networks.lora", "loha": "l
                    "lokr": "lycoris.kohya"}
 
 
-_LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight", "lora_magnitude_vector": "dora_scale"}
+_LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}
+# Parameters stored under their own name; dora_scale is (1, in[, 1, 1]), the layout A1111/ComfyUI/LyCORIS apply.
 _LYCORIS_KEYS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2",
-                 "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+                 "lokr_w2_a", "lokr_w2_b", "lokr_t2", "dora_scale")
 
 
 def layer_parameters(module: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
@@ -210,6 +211,7 @@ def _network_args(cfg: TrainingConfig) -> dict[str, str]:
         args["conv_alpha"] = str(net.conv_alpha or net.conv_dim)
     if net.use_dora:
         args["dora_wd"] = "True"
+        args["wd_on_output"] = "False"  # LyCORIS' name for the magnitude-per-input-column layout we save
     for key in ("rank_dropout", "module_dropout"):
         if getattr(net, key):
             args[key] = str(getattr(net, key))

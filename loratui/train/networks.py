@@ -6,6 +6,7 @@ kohya targets (sd-scripts ``networks/lora.py``):
   ``Upsample2D`` (3×3 convs get the conv rank and alpha).
 - Text encoders: the Linear layers of ``CLIPAttention`` and ``CLIPMLP``.
 Each adapted layer also gets its kohya name (``lora_unet_…``, ``lora_te_…``), used for export and resume.
+LoRA/LoCon dropouts and DoRA follow sd-scripts and the UIs rather than peft (see ``lora_extras``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loratui.core.config import TrainingConfig
+from loratui.core.config import TrainingConfig, check_config
+from loratui.train.lora_extras import ADAPTER, add_dora, add_rank_dropouts
 
-ADAPTER = "default"
 _UNET_ATTN_BLOCKS = ("Transformer2DModel",)
 _UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 _TE_BLOCKS = ("CLIPAttention", "CLIPMLP", "CLIPSdpaAttention", "CLIPFlashAttention2")
@@ -63,9 +64,9 @@ def _peft_config(cfg: TrainingConfig, targets: dict[str, bool], dim: int, alpha:
     rank_pattern = {f"^{n}$": conv_dim for n in conv_names}
     alpha_pattern = {f"^{n}$": conv_alpha for n in conv_names}
     if net.network_type in ("lora", "locon"):
-        return LoraConfig(r=dim, lora_alpha=alpha, target_modules=names, lora_dropout=net.network_dropout,
-                          use_dora=net.use_dora, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
-                          init_lora_weights=True)
+        # Dropouts and DoRA are added afterwards (lora_extras): peft's differ from what sd-scripts and the UIs do.
+        return LoraConfig(r=dim, lora_alpha=alpha, target_modules=names, lora_dropout=0.0, use_dora=False,
+                          rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, init_lora_weights=True)
     if net.network_type == "loha":
         return LoHaConfig(r=dim, alpha=alpha, target_modules=names, rank_dropout=net.rank_dropout,
                           module_dropout=net.module_dropout, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
@@ -88,7 +89,7 @@ class AdaptedModel:
 
 
 def _is_adapter_param(name: str) -> bool:
-    return any(tag in name for tag in ("lora_", "hada_", "lokr_"))
+    return any(tag in name for tag in ("lora_", "hada_", "lokr_", "dora_scale"))
 
 
 @dataclass
@@ -125,33 +126,59 @@ class AttachedNetwork:
         return sum(p.numel() for part in self.parts for p in part.parameters() if p.requires_grad)
 
     def apply_max_norm(self, max_norm: float) -> tuple[int, float, float]:
-        """kohya's scale_weight_norms for LoRA: scale up/down pairs whose product's norm exceeds ``max_norm``."""
+        """scale_weight_norms: shrink every module whose update ΔW has a norm above ``max_norm``.
+
+        sd-scripts' ``LoRANetwork.apply_max_norm_regularization`` (LoRA/LoCon; up and down each × √ratio) and
+        LyCORIS' ``apply_max_norm`` (LoHa/LoKr) with ratio = min(n, max) / n, n = max(‖ΔW‖, max / 2).
+        Returns (modules scaled, mean and max norm after scaling).
+        """
         scaled, norms = 0, []
         with torch.no_grad():
             for part in self.parts:
-                for module in _lora_layers(part.model):
-                    down, up = module.lora_A[ADAPTER].weight, module.lora_B[ADAPTER].weight
-                    scale = module.scaling[ADAPTER]
-                    delta = (up.flatten(1) @ down.flatten(1)) * scale
-                    norm = delta.norm().item()
-                    if norm > max_norm:
-                        ratio = (max_norm / norm) ** 0.5
-                        down.mul_(ratio)
-                        up.mul_(ratio)
+                for module in _adapted_layers(part.model):
+                    norm = _delta_without_dropout(module).norm().item()
+                    clamped = max(norm, max_norm / 2)
+                    ratio = min(clamped, max_norm) / clamped
+                    if ratio != 1:
+                        _scale_update(module, ratio)
                         scaled += 1
-                        norm = max_norm
-                    norms.append(norm)
+                    norms.append(norm * ratio)
         if not norms:
             return 0, 0.0, 0.0
         return scaled, sum(norms) / len(norms), max(norms)
 
 
-def _lora_layers(model: nn.Module):
+def _adapted_layers(model: nn.Module):
+    from peft.tuners.loha import LoHaLayer
+    from peft.tuners.lokr import LoKrLayer
     from peft.tuners.lora import LoraLayer
 
     for module in model.modules():
-        if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
+        if isinstance(module, LoraLayer | LoHaLayer | LoKrLayer) and ADAPTER in module.r:
             yield module
+
+
+def _delta_without_dropout(module: nn.Module) -> torch.Tensor:
+    """peft's ΔW (scale included); peft's LoHa/LoKr apply rank dropout inside it while training."""
+    was_training = module.training
+    module.train(False)
+    try:
+        return module.get_delta_weight(ADAPTER)
+    finally:
+        module.train(was_training)
+
+
+def _scale_update(module: nn.Module, ratio: float) -> None:
+    """Multiply a module's ΔW by ``ratio`` through its factors."""
+    if hasattr(module, "lora_A"):  # ΔW = B·A
+        module.lora_A[ADAPTER].weight.mul_(ratio ** 0.5)
+        module.lora_B[ADAPTER].weight.mul_(ratio ** 0.5)
+    elif hasattr(module, "hada_w1_a"):  # ΔW = (w1a·w1b) ⊙ (w2a·w2b)
+        module.hada_w1_a[ADAPTER].mul_(ratio ** 0.5)
+        module.hada_w2_a[ADAPTER].mul_(ratio ** 0.5)
+    else:  # ΔW = w1 ⊗ w2
+        w1 = module.lokr_w1 if ADAPTER in module.lokr_w1 else module.lokr_w1_a
+        w1[ADAPTER].mul_(ratio)
 
 
 def _attach(model: nn.Module, cfg: TrainingConfig, prefix: str, text_encoder: bool, dim: int, alpha: float,
@@ -170,10 +197,21 @@ def _attach(model: nn.Module, cfg: TrainingConfig, prefix: str, text_encoder: bo
     config = _peft_config(cfg, targets, dim, alpha, conv_dim or dim, conv_alpha or alpha)
     model.requires_grad_(False)
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    if net_type in ("lora", "locon"):
+        _add_kohya_extras(model, targets, cfg)
     for name, param in model.named_parameters():
         param.requires_grad_(_is_adapter_param(name))
     names = {path: kohya_name(prefix, path, text_encoder) for path in targets}
     return AdaptedModel(model, prefix, names, {n for n, c in targets.items() if c}, text_encoder)
+
+
+def _add_kohya_extras(model: nn.Module, targets: dict[str, bool], cfg: TrainingConfig) -> None:
+    net = cfg.network
+    for path in targets:
+        layer = model.get_submodule(path)
+        add_rank_dropouts(layer, net.network_dropout, net.rank_dropout, net.module_dropout)
+        if net.use_dora:
+            add_dora(layer)
 
 
 def text_encoder_prefixes(count: int) -> list[str]:
@@ -184,6 +222,9 @@ def attach_network(cfg: TrainingConfig, unet: nn.Module, text_encoders: list[nn.
                    dims: tuple[int, float, int | None, float | None] | None = None) -> AttachedNetwork:
     """Inject the configured network into ``unet`` and (unless UNet-only) the text encoders."""
     net = cfg.network
+    refused = [i for i in check_config(cfg) if i.severity == "error" and i.path.startswith("network.")]
+    if refused:
+        raise ValueError(str(refused[0]).removeprefix("error: "))  # the runner adds its own "error:"
     dim, alpha, conv_dim, conv_alpha = dims or (net.network_dim, net.network_alpha, net.conv_dim, net.conv_alpha)
     unet_part = _attach(unet, cfg, "lora_unet", False, dim, alpha, conv_dim, conv_alpha)
     tes = []
