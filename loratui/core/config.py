@@ -77,6 +77,8 @@ class DatasetSection(Section):
     bucket_no_upscale: bool = Field(False, description="Never enlarge small images to fill a bucket.")
     shuffle_caption: bool = Field(False, description="Shuffle comma-separated tags each time an image is used.")
     keep_tokens: int = Field(0, ge=0, le=255, description="Leading tags kept in place when shuffling (activation tag).")
+    keep_tokens_separator: str = Field("", description="Tags before it stay first, after a second one stay last "
+                                                       "when shuffling (sd-scripts' '|||'); '' for off.")
     caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance to train an image with no caption.")
     caption_dropout_every_n_epochs: int = Field(
         0, ge=0, le=100_000, description="Drop all captions every N epochs (0: off)."

@@ -32,6 +32,11 @@ class Item:
     is_reg: bool
     folder: str
     repeats: int
+    original_size: Size | None = None  # (w, h) as stored (EXIF ignored, as sd-scripts), before any resize
+
+    @property
+    def size_condition(self) -> SizeCondition:
+        return size_condition(self.original_size or self.bucket, self.bucket)
 
 
 @dataclass
@@ -50,9 +55,11 @@ class DatasetInfo:
 
 
 def _read_caption(image: Path, extension: str, fallback: str, warnings: list[str]) -> str:
-    """The caption's first line (sd-scripts' default); a missing file falls back to the class tokens."""
+    """The caption's first line (sd-scripts' default); a missing file falls back to the class tokens, with a
+    warning as sd-scripts gives (``DreamBoothDataset`` lists the images without captions)."""
     caption_file = image.with_suffix(extension)
     if not caption_file.exists():
+        warnings.append(f"{caption_file}: no caption file; using the folder's class tokens '{fallback}'")
         return fallback
     text, utf8 = decode(caption_file.read_bytes())
     if not utf8:
@@ -65,18 +72,21 @@ def _read_caption(image: Path, extension: str, fallback: str, warnings: list[str
 
 
 def _folders(root: Path, overrides: dict[str, int], is_reg: bool, warnings: list[str]) -> list[Folder]:
-    """The folders sd-scripts would train (a flat folder of images counts as one, with a warning)."""
-    folders, flat = find_folders(root, ".txt", is_reg=is_reg, repeats_override=overrides)
+    """The folders sd-scripts would train: ``<repeats>_<name>`` subfolders only. Images directly in ``root`` are
+    ignored, as sd-scripts' ``DreamBoothDataset`` only looks at subfolders."""
+    folders, _flat = find_folders(root, ".txt", is_reg=is_reg, repeats_override=overrides)
     usable = []
     for folder in folders:
-        if folder.repeats is None:
+        if folder.path == root:
+            if folder.images:
+                warnings.append(f"{root}: {len(folder.images)} image(s) directly in the dataset folder are not "
+                                f"trained (sd-scripts ignores them too); move them into a subfolder such as "
+                                f"'10_{root.name}'")
+        elif folder.repeats is None:
             warnings.append(f"{folder.path}: no '<repeats>_' prefix, skipped (sd-scripts skips it too); rename "
                             f"it to e.g. 10_{folder.path.name}")
         else:
             usable.append(folder)
-    if flat:
-        warnings.append(f"{root}: images directly in the dataset folder; training them with {usable[0].repeats} "
-                        f"repeat(s). Put them in a '10_{root.name}' subfolder to set repeats.")
     return usable
 
 
@@ -114,7 +124,7 @@ def _load_items(root: Path, cfg: TrainingConfig, is_reg: bool, warnings: list[st
             for tag in (t.strip() for t in caption.split(",")):
                 if tag:
                     freq[tag] += 1
-            items.append(Item(image, caption, size, is_reg, folder_dir.name, repeats))  # bucket set by layout
+            items.append(Item(image, caption, size, is_reg, folder_dir.name, repeats, size))  # bucket set by layout
         dirs[folder_dir.name] = {"n_repeats": repeats, "img_count": len(images)}
         tag_freq[folder_dir.name] = dict(freq)
     return items, dirs, tag_freq
@@ -127,7 +137,8 @@ def load_dataset(cfg: TrainingConfig) -> DatasetInfo:
     warnings: list[str] = []
     items, dirs, tag_freq = _load_items(root, cfg, False, warnings)
     if not items:
-        raise ValueError(f"{root}: no images found in <repeats>_<name> subfolders; run `loratui check {root}`")
+        raise ValueError(f"{root}: no images found in <repeats>_<name> subfolders (images directly in the folder "
+                         f"are not trained); run `loratui check {root}`")
     reg_items, reg_dirs = [], {}
     if cfg.dataset.reg_data_dir:
         reg_items, reg_dirs, _ = _load_items(Path(cfg.dataset.reg_data_dir), cfg, True, warnings)
@@ -184,28 +195,83 @@ def process_caption(caption: str, cfg: TrainingConfig, rng: random.Random, epoch
     if data.caption_dropout_every_n_epochs and (epoch + 1) % data.caption_dropout_every_n_epochs == 0:
         return ""
     if not (data.shuffle_caption or data.caption_tag_dropout_rate):
-        return caption
-    tags = [t.strip() for t in caption.split(",") if t.strip()]
-    fixed, rest = tags[: data.keep_tokens], tags[data.keep_tokens:]
+        return caption  # sd-scripts leaves the caption, separator included, untouched here too
+    fixed, rest, suffix = _split_kept_tags(caption, data.keep_tokens, data.keep_tokens_separator)
     if data.caption_tag_dropout_rate:
         rest = [t for t in rest if rng.random() >= data.caption_tag_dropout_rate]
     if data.shuffle_caption:
         rng.shuffle(rest)
-    return ", ".join(fixed + rest)
+    return ", ".join(fixed + rest + suffix)
+
+
+def _split_kept_tags(caption: str, keep_tokens: int, separator: str) -> tuple[list[str], list[str], list[str]]:
+    """(kept in front, shuffled/droppable, kept at the end), as sd-scripts' ``BaseDataset.process_caption``: with
+    ``keep_tokens_separator`` in the caption, the tags before it stay first and those after a second one stay last
+    (``keep_tokens`` is then not used); otherwise the first ``keep_tokens`` tags stay first."""
+
+    def tags(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    if separator and separator in caption:
+        front, rest = caption.split(separator, 1)
+        back = ""
+        if separator in rest:
+            rest, back = rest.split(separator, 1)
+        return tags(front), tags(rest), tags(back)
+    all_tags = tags(caption)
+    return all_tags[:keep_tokens], all_tags[keep_tokens:], []
 
 
 # --- images and latents ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SizeCondition:
+    """What SDXL is told about an image's size: its original size and where the bucket's crop sits in it."""
+
+    original: Size  # (w, h)
+    crop_ltrb: tuple[float, float, float, float]
+    bucket: Size  # (w, h)
+
+    def time_ids(self, flipped: bool) -> list[int]:
+        """``[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`` as sd-scripts builds them
+        (``BaseDataset.__getitem__`` → ``sdxl_train_util.get_size_embeddings``); a flipped image's crop left is
+        measured from the other side."""
+        left, top, right, _ = self.crop_ltrb
+        crop_left = self.bucket[0] - right if flipped else left
+        return [self.original[1], self.original[0], int(top), int(crop_left), self.bucket[1], self.bucket[0]]
+
+
+def size_condition(original: Size, bucket: Size) -> SizeCondition:
+    """sd-scripts' ``BucketManager.get_crop_ltrb``: Stability AI's crop coordinates for the image fitted inside the
+    bucket (floor-halved margins, kept as floats as sd-scripts keeps them; truncated when used)."""
+    bucket_ar, image_ar = bucket[0] / bucket[1], original[0] / original[1]
+    if bucket_ar > image_ar:
+        width, height = bucket[1] * image_ar, float(bucket[1])
+    else:
+        width, height = float(bucket[0]), bucket[0] / image_ar
+    left, top = (bucket[0] - width) // 2, (bucket[1] - height) // 2
+    return SizeCondition(original, (left, top, left + width, top + height), bucket)
+
+
+def resized_size(original: Size, bucket: Size) -> Size:
+    """The size before the centre crop, as sd-scripts' ``BucketManager.select_bucket`` computes it: scale the side
+    that fits the bucket exactly, round half up."""
+    width, height = original
+    scale = bucket[1] / height if width / height > bucket[0] / bucket[1] else bucket[0] / width
+    return int(width * scale + 0.5), int(height * scale + 0.5)
+
+
 def load_image(path: Path, bucket: Size, flip: bool = False) -> torch.Tensor:
-    """The image scaled to cover the bucket, centre-cropped, as a CHW tensor in [-1, 1]."""
+    """The image resized and centre-cropped to the bucket (sd-scripts' ``trim_and_resize_if_required``), as a CHW
+    tensor in [-1, 1]."""
     with Image.open(path) as im:
         image = _to_rgb(im)  # pixels as stored, EXIF orientation ignored, as sd-scripts' load_image does
     bw, bh = bucket
-    scale = max(bw / image.width, bh / image.height)
-    size = (max(bw, round(image.width * scale)), max(bh, round(image.height * scale)))
-    image = image.resize(size, Image.LANCZOS)
-    left, top = (size[0] - bw) // 2, (size[1] - bh) // 2
+    size = resized_size(image.size, bucket)
+    if size != image.size:
+        image = image.resize(size, Image.LANCZOS)
+    left, top = (size[0] - bw) // 2 if size[0] > bw else 0, (size[1] - bh) // 2 if size[1] > bh else 0
     image = image.crop((left, top, left + bw, top + bh))
     if flip:
         image = ImageOps.mirror(image)
@@ -232,31 +298,44 @@ class LatentCache:
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         return dist.sample() * self.vae.config.scaling_factor
 
-    def get(self, item: Item, flip: bool) -> torch.Tensor:
+    def get(self, item: Item, flip: bool) -> tuple[torch.Tensor, SizeCondition]:
+        """The latent and the size condition it was made with (both kept in memory and on disk)."""
         key = cache_key(item, flip)
         if key in self.memory:
             return self.memory[key]
-        latent = self._from_disk(key)
-        if latent is None:
+        entry = self._from_disk(key)
+        if entry is None:
             latent = self.encode(load_image(item.path, item.bucket, flip)[None])[0].cpu()
-            self._to_disk(key, latent)
-        self.memory[key] = latent
-        return latent
+            entry = (latent, item.size_condition)
+            self._to_disk(key, entry)
+        self.memory[key] = entry
+        return entry
 
-    def _from_disk(self, key: str) -> torch.Tensor | None:
-        if self.disk_dir is None or not (self.disk_dir / f"{key}.safetensors").exists():
+    def _from_disk(self, key: str) -> tuple[torch.Tensor, SizeCondition] | None:
+        path = self.disk_dir / f"{key}.safetensors" if self.disk_dir is not None else None
+        if path is None or not path.exists():
             return None
         from safetensors.torch import load_file
 
+        tensors = load_file(str(path))
+        if "original_size" not in tensors:  # written before sizes were cached: encode again
+            return None
         self.hits_on_disk += 1
-        return load_file(str(self.disk_dir / f"{key}.safetensors"))["latent"]
+        w, h = (int(v) for v in tensors["original_size"])
+        bw, bh = (int(v) for v in tensors["bucket"])
+        ltrb = tuple(float(v) for v in tensors["crop_ltrb"])
+        return tensors["latent"], SizeCondition((w, h), ltrb, (bw, bh))  # type: ignore[arg-type]
 
-    def _to_disk(self, key: str, latent: torch.Tensor) -> None:
+    def _to_disk(self, key: str, entry: tuple[torch.Tensor, SizeCondition]) -> None:
         if self.disk_dir is None:
             return
         from safetensors.torch import save
 
         from loratui.core.atomic import atomic_write_bytes
 
+        latent, size = entry
+        tensors = {"latent": latent.contiguous(), "original_size": torch.tensor(size.original, dtype=torch.int64),
+                   "crop_ltrb": torch.tensor(size.crop_ltrb, dtype=torch.float64),
+                   "bucket": torch.tensor(size.bucket, dtype=torch.int64)}
         self.disk_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.disk_dir / f"{key}.safetensors", save({"latent": latent.contiguous()}))
+        atomic_write_bytes(self.disk_dir / f"{key}.safetensors", save(tensors))

@@ -3,6 +3,7 @@ gradient accumulation and data parallelism. Everything it reports goes out as ev
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -28,7 +29,7 @@ from loratui.train.export import (
 )
 from loratui.train.model_loading import Models, load_models
 from loratui.train.networks import attach_network, dims_from_weights
-from loratui.train.optim import lr_multiplier, make_optimizer, warmup_steps
+from loratui.train.optim import make_optimizer, make_scheduler, warmup_steps
 from loratui.train.preflight import check_before_training
 from loratui.train.state import load_state, save_state
 
@@ -70,8 +71,8 @@ class Trainer:
         mixed = cfg.precision.mixed_precision
         if not torch.cuda.is_available() and mixed == "fp16":
             mixed = "no"  # fp16 autocast is a CUDA feature; bf16 works on CPU
-        self.accelerator = Accelerator(mixed_precision=mixed,
-                                       gradient_accumulation_steps=cfg.optimizer.gradient_accumulation_steps)
+        # accumulation is counted per epoch in train() (sd-scripts syncs at each epoch's end), not by accelerate
+        self.accelerator = Accelerator(mixed_precision=mixed)
         self.mixed = mixed
         self.device = self.accelerator.device
         self.output_dir = Path(cfg.saving.output_dir) if cfg.saving.output_dir else run_dir / "output"
@@ -118,7 +119,6 @@ class Trainer:
                 self.warn(message)
         self._cast_trainable()
         self.optimizer = make_optimizer(cfg, self.network.param_groups(cfg.unet_lr, cfg.text_encoder_lr), self.warn)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.world = self.accelerator.num_processes
         per_epoch_batches = D.steps_per_epoch(self.data, cfg.schedule.train_batch_size)
         self.batches_per_process = math.ceil(per_epoch_batches / self.world)
@@ -126,10 +126,10 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.schedule.max_train_epochs
         if cfg.schedule.max_train_steps:
             self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
-        self.lr_factor = lr_multiplier(cfg, self.total_steps)
         trained = [self.models.unet] + ([*self.models.text_encoders] if self.network.text_encoders else [])
         prepared = self.accelerator.prepare(*trained, self.optimizer)
         self.optimizer = prepared[-1]
+        self.lr_scheduler = make_scheduler(cfg, self.optimizer, self.total_steps)
         self.models.unet = prepared[0]
         if self.network.text_encoders:
             self.models.text_encoders = list(prepared[1:-1])
@@ -176,39 +176,30 @@ class Trainer:
         return cache
 
     # --- one step ----------------------------------------------------------------------------------------
-    def _latents_for(self, batch: list[D.Item], rng: random.Random) -> torch.Tensor:
+    def _latents_for(self, batch: list[D.Item], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents and SDXL ``time_ids`` (original size, crop top-left, bucket) per item of the batch."""
         flips = [self.cfg.dataset.flip_aug and rng.random() < 0.5 for _ in batch]
         if self.latents is not None:
-            return torch.stack([self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)])
-        pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
-        with torch.no_grad():
-            dist = self.models.vae.encode(pixels.to(self.device, torch.float32)).latent_dist
-        return dist.sample() * self.models.vae.config.scaling_factor
+            cached = [self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)]
+            latents = torch.stack([latent for latent, _ in cached])
+            sizes = [size for _, size in cached]
+        else:
+            pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
+            with torch.no_grad():
+                dist = self.models.vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+            latents = dist.sample() * self.models.vae.config.scaling_factor
+            sizes = [item.size_condition for item in batch]
+        time_ids = torch.tensor([size.time_ids(flip) for size, flip in zip(sizes, flips, strict=True)])
+        return latents, time_ids
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Hidden states (clip skip applied) and, for SDXL, the pooled embedding of the second encoder."""
-        m = self.models
-        hidden, pooled = [], None
-        chunks = self.cfg.advanced.max_token_length // 75
-        for index, (tok, te) in enumerate(zip(m.tokenizers, m.text_encoders, strict=True)):
-            ids = _chunked_ids(tok, captions, chunks).to(self.device)
-            states, pool = [], None
-            for chunk in ids.split(tok.model_max_length, dim=1):
-                out = te(chunk, output_hidden_states=True)
-                if m.is_sdxl:
-                    states.append(out.hidden_states[-2])  # SDXL is conditioned on the penultimate layer
-                    if index == 1 and pool is None:
-                        pool = out.text_embeds if hasattr(out, "text_embeds") else out[0]
-                else:
-                    layer = out.hidden_states[-self.cfg.advanced.clip_skip]
-                    if self.cfg.advanced.clip_skip > 1:
-                        inner = _unwrap(te)
-                        # transformers 5 moved the layers off `text_model` for CLIPTextModel
-                        layer = getattr(inner, "text_model", inner).final_layer_norm(layer)
-                    states.append(layer)
-            hidden.append(torch.cat(states, dim=1))
-            pooled = pool if pool is not None else pooled
-        return torch.cat(hidden, dim=-1), pooled
+        """Conditioning as sd-scripts builds it (``SdTextEncodingStrategy`` / ``SdxlTextEncodingStrategy``
+        ``encode_tokens``): hidden states and, for SDXL, the pooled embedding of the second encoder."""
+        m, length = self.models, self.cfg.advanced.max_token_length
+        if m.is_sdxl:
+            return _encode_sdxl(m.tokenizers, m.text_encoders, captions, length, self.device)
+        tokenizer, encoder = m.tokenizers[0], m.text_encoders[0]
+        return _encode_sd(tokenizer, encoder, captions, length, self.cfg.advanced.clip_skip, self.device), None
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not (self.cfg.advanced.cache_text_encoder_outputs and not self.network.text_encoders):
@@ -225,7 +216,8 @@ class Trainer:
 
     def loss_for(self, batch: list[D.Item], gen: torch.Generator, rng: random.Random, epoch: int) -> torch.Tensor:
         cfg, m = self.cfg, self.models
-        latents = self._latents_for(batch, rng).to(self.device, self.weight_dtype)
+        latents, time_ids = self._latents_for(batch, rng)
+        latents = latents.to(self.device, self.weight_dtype)
         noise = torch.randn(latents.shape, generator=gen).to(latents)
         if cfg.advanced.noise_offset:
             offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(latents)
@@ -238,8 +230,7 @@ class Trainer:
             hidden, pooled = self._text(captions)
         extra = {}
         if m.is_sdxl:
-            h, w = batch[0].bucket[1], batch[0].bucket[0]
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]] * len(batch), device=self.device, dtype=hidden.dtype)
+            time_ids = time_ids.to(self.device, hidden.dtype)
             extra = {"added_cond_kwargs": {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}}
         with self.accelerator.autocast():
             pred = m.unet(noisy, timesteps, hidden.to(self.weight_dtype), **extra).sample
@@ -272,23 +263,28 @@ class Trainer:
             batches = D.epoch_batches(self.data, cfg.schedule.train_batch_size, cfg.schedule.seed, epoch)
             mine = batches[self.accelerator.process_index::self.world]
             mine += mine[: self.batches_per_process - len(mine)]  # every process runs the same count
+            accumulate = cfg.optimizer.gradient_accumulation_steps
             for index in range(p.batch_in_epoch, len(mine)):
                 if p.step >= self.total_steps:
                     break
-                gen = torch.Generator().manual_seed(cfg.schedule.seed * 7919 + p.step * 31 + index)
-                rng = random.Random(cfg.schedule.seed * 104729 + epoch * 10007 + index)
-                with self.accelerator.accumulate(*self._trained_models()):
+                micro_batch = (epoch * len(mine) + index) * self.world + self.accelerator.process_index
+                gen = torch.Generator().manual_seed(step_seed(cfg.schedule.seed, micro_batch, "noise"))
+                rng = random.Random(step_seed(cfg.schedule.seed, micro_batch, "augment"))
+                # sd-scripts (accelerate over its DataLoader) also steps at an epoch's last micro-batch
+                sync = (index + 1) % accumulate == 0 or index + 1 == len(mine)
+                with self._no_sync_unless(sync):
                     loss = self.loss_for(mine[index], gen, rng, epoch)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.optimizer.max_grad_norm:
-                        self.accelerator.clip_grad_norm_(self._trainable_params(), cfg.optimizer.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.accelerator.backward(loss / accumulate)  # as accelerate divides, also for a short group
                 p.batch_in_epoch = index + 1
-                if not self.accelerator.sync_gradients:
+                if not sync:
                     continue
+                if cfg.optimizer.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(self._trainable_params(), cfg.optimizer.max_grad_norm)
+                self.lr_used = self.current_lrs()
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
                 p.step += 1
-                self._set_lr(p.step)
                 if cfg.network.scale_weight_norms:
                     self.network.apply_max_norm(cfg.network.scale_weight_norms)
                 if stop_te_at and self.network.train_text_encoder and p.step >= stop_te_at:
@@ -322,10 +318,22 @@ class Trainer:
     def _trainable_params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
 
-    def _set_lr(self, step: int) -> None:
-        factor = self.lr_factor(min(step, self.total_steps - 1))
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
+    def _no_sync_unless(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce on micro-batches that only accumulate."""
+        if sync:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for model in self._trained_models():
+            stack.enter_context(self.accelerator.no_sync(model))
+        return stack
+
+    def current_lrs(self) -> dict[str, float]:
+        """The learning rate of each group for the next optimizer step (what the scheduler set)."""
+        names = [g.get("name", str(i)) for i, g in enumerate(self.optimizer.param_groups)]
+        lrs = self.lr_scheduler.get_last_lr()
+        if len(lrs) != len(names):  # Adafactor's schedule reports one rate for the groups that have gradients
+            lrs = [lrs[0]] * len(names)
+        return dict(zip(names, lrs, strict=True))
 
     def _emit_start(self, p: Progress) -> None:
         buckets = {f"{w}x{h}": n for (w, h), n in _bucket_counts(self.data).items()}
@@ -336,9 +344,8 @@ class Trainer:
                   trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir))
 
     def _emit_step(self, p: Progress, loss: float, timer: _Pace, epoch: int) -> None:
-        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         fields = {"step": p.step, "epoch": epoch + 1, "loss": round(loss, 6), "avg_loss": round(_mean(p.losses), 6),
-                  "lrs": lrs, "it_per_s": timer.rate, "eta_s": timer.eta(p.step, self.total_steps)}
+                  "lrs": self.lr_used, "it_per_s": timer.rate, "eta_s": timer.eta(p.step, self.total_steps)}
         if self.device.type == "cuda":
             fields["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
         self.emit("step", **fields)
@@ -460,22 +467,91 @@ def _bucket_counts(info: D.DatasetInfo) -> dict:
     return dict(sorted(counts.items()))
 
 
-def _chunked_ids(tokenizer, captions: list[str], chunks: int) -> torch.Tensor:
-    """Token ids in ``chunks`` windows of 77 (BOS + 75 + EOS/pad), as sd-scripts does for long captions."""
-    if chunks == 1:
-        return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids
-    body = 75
+def token_ids(tokenizer, captions: list[str], max_token_length: int) -> torch.Tensor:
+    """(batch, windows, 77) token ids as sd-scripts' ``TokenizeStrategy._get_input_ids`` makes them: one
+    tokenisation to ``max_token_length + 2``, cut into windows of BOS + 75 tokens + the sequence's last token."""
+    window = tokenizer.model_max_length
+    if max_token_length + 2 <= window:
+        return tokenizer(captions, padding="max_length", max_length=window, truncation=True,
+                         return_tensors="pt").input_ids[:, None]
+    full = tokenizer(captions, padding="max_length", max_length=max_token_length + 2, truncation=True,
+                     return_tensors="pt").input_ids
+    eos, pad, body = tokenizer.eos_token_id, tokenizer.pad_token_id, window - 2
     rows = []
-    for caption in captions:
-        ids = tokenizer(caption, add_special_tokens=False, truncation=False).input_ids[: body * chunks]
-        row = []
-        for c in range(chunks):
-            part = ids[c * body:(c + 1) * body]
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            row += [tokenizer.bos_token_id, *part, tokenizer.eos_token_id] + [pad] * (body - len(part))
-        rows.append(row)
-    return torch.tensor(rows)
+    for ids in full:
+        chunks = []
+        for start in range(1, max_token_length + 2 - window + 2, body):
+            chunk = torch.cat([ids[:1], ids[start:start + body], ids[-1:]])
+            if pad != eos:  # SD2 / SDXL's second tokenizer pad with another token: end each window with EOS
+                if int(chunk[-2]) not in (eos, pad):
+                    chunk[-1] = eos
+                if int(chunk[1]) == pad:
+                    chunk[1] = eos
+            chunks.append(chunk)
+        rows.append(torch.stack(chunks))
+    return torch.stack(rows)
+
+
+def _merge_windows(states: torch.Tensor, batch: int, windows: int) -> torch.Tensor:
+    """(batch·windows, 77, d) → (batch, 75·windows + 2, d): the first BOS, each window's 75 inner rows and the
+    last row, as sd-scripts' ``encode_tokens`` joins them (so 150/225 tokens give 152/227 rows)."""
+    flat = states.reshape(batch, -1, states.shape[-1])
+    if windows == 1:
+        return flat
+    width = states.shape[1]
+    parts = [flat[:, :1], *(flat[:, i:i + width - 2] for i in range(1, windows * width, width)), flat[:, -1:]]
+    return torch.cat(parts, dim=1)
+
+
+def _encode_sd(tokenizer, encoder, captions: list[str], max_token_length: int, clip_skip: int,
+               device: torch.device) -> torch.Tensor:
+    """SD1/SD2: ``last_hidden_state`` (final LayerNorm applied) at clip skip 1, as AUTOMATIC1111 and ComfyUI
+    condition at inference; the clip_skip-th last layer through the final LayerNorm otherwise."""
+    ids = token_ids(tokenizer, captions, max_token_length).to(device)
+    batch, windows, width = ids.shape
+    flat = ids.reshape(-1, width)
+    if clip_skip <= 1:
+        states = encoder(flat)[0]
+    else:
+        inner = _unwrap(encoder)
+        layer = encoder(flat, output_hidden_states=True).hidden_states[-clip_skip]
+        # transformers 5 moved the layers off `text_model` for CLIPTextModel
+        states = getattr(inner, "text_model", inner).final_layer_norm(layer)
+    return _merge_windows(states, batch, windows)
+
+
+def _encode_sdxl(tokenizers, encoders, captions: list[str], max_token_length: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL (``SdxlTextEncodingStrategy._get_hidden_states_sdxl``): both encoders' penultimate layers without the
+    final LayerNorm (sd-scripts' ``hidden_states[11]`` of CLIP-L's 13 is its ``[-2]``), concatenated; pooled =
+    the second encoder's projection of its normed first-EOS token, from the first window."""
+    ids1 = token_ids(tokenizers[0], captions, max_token_length).to(device)
+    ids2 = token_ids(tokenizers[1], captions, max_token_length).to(device)
+    batch, windows, width = ids1.shape
+    flat1, flat2 = ids1.reshape(-1, width), ids2.reshape(-1, width)
+    states1 = encoders[0](flat1, output_hidden_states=True).hidden_states[-2]
+    out2 = encoders[1](flat2, output_hidden_states=True)
+    first_eos = (flat2 == tokenizers[1].eos_token_id).int().argmax(dim=1)
+    eos_states = out2.last_hidden_state[torch.arange(flat2.shape[0], device=device), first_eos]
+    projection = _unwrap(encoders[1]).text_projection
+    pooled = projection(eos_states.to(projection.weight.dtype)).to(eos_states.dtype)[::windows]
+    states2 = out2.hidden_states[-2]
+    hidden = torch.cat([_merge_windows(states1, batch, windows), _merge_windows(states2, batch, windows)], dim=-1)
+    return hidden, pooled
+
+
+def step_seed(seed: int, micro_batch: int, stream: str) -> int:
+    """A 64-bit seed per (run seed, global micro-batch number, stream). The packing is one-to-one for a run's
+    first 2**32 micro-batches and splitmix64's finaliser is a bijection, so no two micro-batches of a run share a
+    seed, and nearby numbers still give unrelated streams."""
+    tag = {"noise": 0, "augment": 1}[stream]
+    x = ((seed & 0x7FFFFFFF) << 33 | (micro_batch & 0xFFFFFFFF) << 1 | tag) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def run(cfg: TrainingConfig, run_dir: Path, emit: Emit, stop: StopFlag | None = None,

@@ -1,8 +1,8 @@
-"""Optimizers and the learning-rate schedule (a plain function of the step, as in nanoGPT)."""
+"""Optimizers and the learning-rate schedule, built as sd-scripts builds them (``train_util.get_optimizer``,
+``get_scheduler_fix``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -10,30 +10,23 @@ import torch
 from loratui.core.config import TrainingConfig
 
 
-def lr_multiplier(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
-    """step → factor on each group's base learning rate."""
+def make_scheduler(cfg: TrainingConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The LR schedule sd-scripts builds (``train_util.get_scheduler_fix``): diffusers' ``get_scheduler``, stepped
+    once per optimizer step, so optimizer step n runs at λ(n−1) (step 1 at 0 during warm-up).
+
+    Adafactor with ``relative_step`` computes its own rate; as in sd-scripts it gets ``AdafactorSchedule``,
+    which only reports that rate."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+    if type(inner).__name__ == "Adafactor" and inner.defaults.get("relative_step"):
+        from transformers.optimization import AdafactorSchedule
+
+        return AdafactorSchedule(inner, cfg.optimizer.learning_rate)
+    from diffusers.optimization import get_scheduler
+
     sched = cfg.schedule
-    kind = sched.lr_scheduler
-    warmup = round(total_steps * sched.lr_warmup_pct / 100) if kind != "constant" else 0
-    cycles, power = sched.lr_scheduler_num_cycles, sched.lr_scheduler_power
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind in ("constant", "constant_with_warmup"):
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if kind == "linear":
-            return 1.0 - progress
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if kind == "cosine_with_restarts":
-            if progress >= 1.0:
-                return 0.0
-            return 0.5 * (1.0 + math.cos(math.pi * ((cycles * progress) % 1.0)))
-        return (1.0 - progress) ** power  # polynomial
-
-    return factor
+    return get_scheduler(sched.lr_scheduler, optimizer, num_warmup_steps=warmup_steps(cfg, total_steps),
+                         num_training_steps=total_steps, num_cycles=sched.lr_scheduler_num_cycles,
+                         power=sched.lr_scheduler_power)
 
 
 def warmup_steps(cfg: TrainingConfig, total_steps: int) -> int:
@@ -76,6 +69,22 @@ def _adamw8bit(groups, args, warn: Callable[[str], None]):
     return bnb.optim.AdamW8bit(groups, **args)
 
 
+def _adafactor(groups: list[dict], args: dict, warn: Callable[[str], None]):
+    """sd-scripts' defaults (``train_util.get_optimizer``): ``relative_step=True`` unless told (forced on by
+    ``warmup_init``); then Adafactor picks its own rate, so the group learning rates are dropped."""
+    from transformers.optimization import Adafactor
+
+    args.setdefault("relative_step", True)
+    if args.get("warmup_init"):
+        args["relative_step"] = True
+    if args["relative_step"]:
+        warn("Adafactor with relative_step=True sets its own learning rate; unet_lr, text_encoder_lr and the "
+             "scheduler are ignored (set optimizer_args relative_step: false to use them)")
+        groups = [{k: v for k, v in g.items() if k != "lr"} for g in groups]
+        return Adafactor(groups, lr=None, **args)
+    return Adafactor(groups, **args)
+
+
 def make_optimizer(cfg: TrainingConfig, groups: list[dict], warn: Callable[[str], None]) -> torch.optim.Optimizer:
     name = cfg.optimizer.optimizer_type
     args = dict(cfg.optimizer.optimizer_args)
@@ -91,12 +100,8 @@ def make_optimizer(cfg: TrainingConfig, groups: list[dict], warn: Callable[[str]
         args.setdefault("momentum", 0.9)
         return torch.optim.SGD(groups, nesterov=True, **args)
     if name == "Adafactor":
-        from transformers.optimization import Adafactor
 
-        args.setdefault("scale_parameter", False)
-        args.setdefault("relative_step", False)
-        args.setdefault("warmup_init", False)
-        return Adafactor(groups, **args)
+        return _adafactor(groups, args, warn)
     if name == "Prodigy":
         from prodigyopt import Prodigy
 

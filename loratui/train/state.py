@@ -32,6 +32,7 @@ def save_state(folder: Path, trainer: Trainer, progress: Progress) -> Path:
     state = {
         "adapter": _adapter_tensors(trainer),
         "optimizer": trainer.optimizer.state_dict(),
+        "lr_scheduler": trainer.lr_scheduler.state_dict(),
         "step": progress.step,
         "epoch": progress.epoch,
         "batch_in_epoch": progress.batch_in_epoch,
@@ -60,9 +61,12 @@ def load_state(folder: Path, trainer: Trainer) -> Progress:
         for name, param in params.items():
             param.copy_(state["adapter"][name].to(param))
     trainer.optimizer.load_state_dict(state["optimizer"])
+    if "lr_scheduler" not in state:
+        raise ValueError(f"{path}: saved by an older loratui without the learning-rate schedule; it cannot resume "
+                         "exactly. Start the run again.")
+    trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
     if not state.get("train_text_encoder", True):
         trainer.network.set_text_encoder_training(False)
     progress = Progress(step=state["step"], epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"])
     progress.losses = deque(state["losses"])
-    trainer._set_lr(progress.step)
     return progress

@@ -57,3 +57,34 @@ def test_caption_shuffle_keeps_the_activation_tag_first():
     assert len(seen) > 1 and all(c.startswith("sks, ") for c in seen)
     dropped = _cfg("/x", dataset__caption_dropout_rate=1.0)
     assert process_caption("sks, a", dropped, rng, 0) == ""
+
+
+def test_missing_caption_warns_and_root_images_are_not_trained(tmp_path):
+    """sd-scripts' ``DreamBoothDataset`` reads only subfolders and warns about images without a caption file."""
+    folder = tmp_path / "2_sks toy"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "a.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "loose.png")
+    info = load_dataset(_cfg(tmp_path))
+    assert [i.path.name for i in info.items] == ["a.png"] and info.items[0].caption == "sks toy"
+    assert any("a.txt: no caption file" in w and "'sks toy'" in w for w in info.warnings)
+    assert any("directly in the dataset folder are not trained" in w for w in info.warnings)
+    assert info.items[0].original_size == (64, 64)
+
+
+def test_keep_tokens_separator_as_sd_scripts_process_caption():
+    """``BaseDataset.process_caption``: tags before ``|||`` stay first, after a second ``|||`` stay last."""
+    cfg = _cfg("/x", dataset__shuffle_caption=True, dataset__keep_tokens_separator="|||", dataset__keep_tokens=3)
+    rng = random.Random(0)
+    caption = "sks, toy ||| a, b, c, d ||| best quality, masterpiece"
+    seen = {process_caption(caption, cfg, rng, 0) for _ in range(30)}
+    assert len(seen) > 1
+    for text in seen:
+        tags = text.split(", ")
+        assert tags[:2] == ["sks", "toy"] and tags[-2:] == ["best quality", "masterpiece"]
+        assert sorted(tags[2:-2]) == ["a", "b", "c", "d"] and "|||" not in text
+    dropped = _cfg("/x", dataset__caption_tag_dropout_rate=1.0, dataset__keep_tokens_separator="|||")
+    assert process_caption(caption, dropped, rng, 0) == "sks, toy, best quality, masterpiece"
+    # without shuffle or tag dropout sd-scripts passes the caption through, separator and all
+    plain = _cfg("/x", dataset__keep_tokens_separator="|||")
+    assert process_caption(caption, plain, rng, 0) == caption
