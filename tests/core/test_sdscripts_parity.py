@@ -218,3 +218,4 @@ def test_folder_5_underscore_trains_with_5_repeats(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "5_: 3 images, 5 repeats" in out
     assert "skips" not in out
+    assert "trains with an empty caption" in out  # class tokens "" and no caption file: sd-scripts uses ""
