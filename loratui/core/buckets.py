@@ -2,14 +2,14 @@
 
 sd-scripts builds the bucket list from the maximum area (resolution²): for every width from ``min_size`` to
 ``max_size`` in ``step`` increments it takes the tallest height that keeps the area, adds that bucket and its
-transpose, and the square. An image goes to the bucket whose aspect ratio is closest to its own; it is scaled
-to cover the bucket and centre-cropped.
+transpose, and the square. An image goes to the bucket whose aspect ratio is closest to its own (the first in
+sorted order on a tie); it is scaled to cover the bucket and centre-cropped. With ``no_upscale`` there is no list:
+the bucket is the image's size (shrunk to the area limit first) rounded down to the step.
+Sizes are the stored ones: sd-scripts never reads EXIF orientation.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 Size = tuple[int, int]
@@ -118,12 +118,3 @@ def assign_bucket(size: Size, spec: BucketSpec, buckets: list[Size] | None = Non
     scale = resized[0] / width
     cropped = max(0, resized[0] * resized[1] - bucket[0] * bucket[1])
     return BucketAssignment(bucket=bucket, scale=scale, resized=resized, cropped_pixels=cropped)
-
-
-def bucket_counts(sizes: Iterable[Size], spec: BucketSpec, repeats: int = 1) -> Counter[Size]:
-    """Images-with-repeats per bucket for a list of image sizes."""
-    buckets = make_buckets(spec)
-    counts: Counter[Size] = Counter()
-    for size in sizes:
-        counts[assign_bucket(size, spec, buckets).bucket] += repeats
-    return counts

@@ -74,9 +74,19 @@ def _fold_lokr_scale(module: torch.nn.Module, name: str, out: dict[str, torch.Te
     out[f"{name}.alpha"] = torch.tensor(float(rank))
 
 
+def file_names(part: AdaptedModel) -> dict[str, str]:
+    """Module path → the name the file uses: sd-scripts' original-layout names for an SDXL UNet
+    (``loratui.train.sdxl_names``), the kohya names of diffusers paths otherwise."""
+    from loratui.train.sdxl_names import is_sdxl_unet, sdxl_unet_names
+
+    if not part.is_text_encoder and is_sdxl_unet(part.model):
+        return sdxl_unet_names(part.model, part.names)
+    return part.names
+
+
 def part_state_dict(part: AdaptedModel) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
-    for path, name in part.names.items():
+    for path, name in file_names(part).items():
         tensors.update(_layer_tensors(part.model.get_submodule(path), name))
     return tensors
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from loratui.train.export import layer_parameters
-from loratui.train.networks import AttachedNetwork
+from loratui.train.networks import AdaptedModel, AttachedNetwork
 
 # The tensor that carries a module's rank as its first dimension, per format (kohya LoRA/LoCon, LoHa, LoKr).
 _RANK_KEYS = (".lora_down.weight", ".hada_w1_b", ".lokr_w2_b")
@@ -48,7 +48,7 @@ def _copy_matching(network: AttachedNetwork, saved: dict[str, torch.Tensor]) -> 
     used: set[str] = set()
     with torch.no_grad():
         for part in network.parts:
-            for path_in_model, name in part.names.items():
+            for path_in_model, name in names_in_file(part, saved).items():
                 module = part.model.get_submodule(path_in_model)
                 for key, target in layer_parameters(module, name).items():
                     if key in saved and saved[key].shape == target.shape:
@@ -136,3 +136,15 @@ def _unloaded_warnings(network: AttachedNetwork, saved: dict[str, torch.Tensor],
 def _is_extra(leaves: list[str]) -> bool:
     """Tensors a loaded module may carry that this network does not train (e.g. a DoRA magnitude)."""
     return all(leaf == "dora_scale" for leaf in leaves)
+
+
+def names_in_file(part: AdaptedModel, saved: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Module path → the name ``saved`` uses for it. An SDXL UNet's layers may be named in sd-scripts'
+    original layout (its files and the model sites') or after diffusers paths (older loratui files): both load."""
+    from loratui.train.sdxl_names import is_sdxl_unet, sdxl_unet_names
+
+    if part.is_text_encoder or not is_sdxl_unet(part.model):
+        return part.names
+    original = sdxl_unet_names(part.model, part.names)
+    modules = {key.split(".", 1)[0] for key in saved}
+    return {path: original[path] if original[path] in modules else name for path, name in part.names.items()}

@@ -82,3 +82,39 @@ def test_format_duration() -> None:
     assert format_duration(45) == "45s"
     assert format_duration(750) == "12m 30s"
     assert format_duration(3900) == "1h 05m"
+
+
+def test_bucket_tie_goes_to_the_first_bucket_like_numpy_argmin() -> None:
+    # BucketManager.select_bucket: |0.6 − 620/900| == |0.778 − 620/900|; np.argmin keeps the first (sorted) one.
+    assert assign_bucket((620, 900), BucketSpec()).bucket == (384, 640)
+
+
+@pytest.mark.parametrize(("size", "bucket"), [((1400, 1000), (512, 384)), ((1000, 333), (768, 256)),
+                                              ((1024, 768), (512, 384)), ((500, 300), (448, 256))])
+def test_no_upscale_resizes_to_the_area_keeping_aspect(size, bucket) -> None:
+    # select_bucket with no_upscale: resize to max_area keeping aspect, round_to_steps each side, closer aspect
+    # wins, bucket = resized size rounded down to 64 (images under the area keep their size).
+    assert assign_bucket(size, BucketSpec(no_upscale=True)).bucket == bucket
+
+
+def test_reg_balancing_follows_dreambooth_dataset_init() -> None:
+    from loratui.core.dataset_plan import SourceImage, balance_reg
+
+    reg = [SourceImage(f"r{i}", (512, 512), 2, True) for i in range(3)]
+    # first loop registers r0, r1, r2 with 2 repeats each (n = 6), then +1 round-robin: r0, r1 → n = 8
+    assert balance_reg(reg, 8) == {"r0": 3, "r1": 3, "r2": 2}
+    # a folder whose repeats alone exceed the training count: only r0, with all its repeats
+    assert balance_reg([SourceImage("big", (1, 1), 50, True), *reg], 10) == {"big": 50}
+
+
+def test_layout_bucket_info_has_sd_scripts_structure() -> None:
+    from loratui.core.dataset_plan import SourceImage, layout_epoch
+
+    images = [SourceImage("a", (512, 512), 3), SourceImage("b", (768, 512), 3), SourceImage("r", (512, 512), 1, True)]
+    layout = layout_epoch(images, BucketSpec())
+    # the one reg image is registered once, then repeated until reg entries reach the 6 training entries
+    assert layout.bucket_counts == {(512, 512): 3 + 6, (640, 384): 3}
+    info = layout.bucket_info()
+    assert info["buckets"] == {"0": {"resolution": [512, 512], "count": 9}, "1": {"resolution": [640, 384], "count": 3}}
+    assert layout.num_train_images == 6 and layout.num_reg_images == 1 and layout.reg_entries == 6
+    assert layout.batches(4) == 3 + 1

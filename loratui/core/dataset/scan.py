@@ -180,8 +180,9 @@ def _check_captions(report: DatasetReport, folder: Folder, caption_ext: str) -> 
     for image in folder.images:
         caption = image.with_suffix(caption_ext)
         if not caption.exists():
-            _add(report, "warning", "missing-caption", image,
-                 f"no {caption_ext} caption: trains with the folder's class tokens '{folder.class_tokens}'",
+            fallback = (f"the folder's class tokens '{folder.class_tokens}'" if folder.class_tokens
+                        else "an empty caption (the folder name has no class tokens)")
+            _add(report, "warning", "missing-caption", image, f"no {caption_ext} caption: trains with {fallback}",
                  "write a caption or run `loratui caption-images`")
             continue
         try:
