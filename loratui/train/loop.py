@@ -96,7 +96,23 @@ class Trainer:
         self.data = D.load_dataset(cfg)
         for message in self.data.warnings:
             self.warn(message)
-        self.models = load_models(cfg)
+        self.setup_models(load_models(cfg))
+        self.world = self.accelerator.num_processes
+        per_epoch_batches = D.steps_per_epoch(self.data, cfg.schedule.train_batch_size)
+        self.batches_per_process = math.ceil(per_epoch_batches / self.world)
+        self.steps_per_epoch = math.ceil(self.batches_per_process / cfg.optimizer.gradient_accumulation_steps)
+        self.total_steps = self.steps_per_epoch * cfg.schedule.max_train_epochs
+        if cfg.schedule.max_train_steps:
+            self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
+        self.lr_factor = lr_multiplier(cfg, self.total_steps)
+        self.latents = self._latent_cache()
+        self.te_cache: dict[str, tuple] = {}
+
+    def setup_models(self, models: Models) -> None:
+        """Precision, network, optimizer and accelerate around ``models``: all a step needs but the data.
+        ``loratui bench`` calls it with models built in memory, so it times this exact set-up."""
+        cfg = self.cfg
+        self.models = models
         self._prepare_models(self.models)
         dims = None
         if cfg.network.network_weights and cfg.network.dim_from_weights:
@@ -110,22 +126,15 @@ class Trainer:
         self._cast_trainable()
         self.optimizer = make_optimizer(cfg, self.network.param_groups(cfg.unet_lr, cfg.text_encoder_lr), self.warn)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.world = self.accelerator.num_processes
-        per_epoch_batches = D.steps_per_epoch(self.data, cfg.schedule.train_batch_size)
-        self.batches_per_process = math.ceil(per_epoch_batches / self.world)
-        self.steps_per_epoch = math.ceil(self.batches_per_process / cfg.optimizer.gradient_accumulation_steps)
-        self.total_steps = self.steps_per_epoch * cfg.schedule.max_train_epochs
-        if cfg.schedule.max_train_steps:
-            self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
-        self.lr_factor = lr_multiplier(cfg, self.total_steps)
         trained = [self.models.unet] + ([*self.models.text_encoders] if self.network.text_encoders else [])
         prepared = self.accelerator.prepare(*trained, self.optimizer)
         self.optimizer = prepared[-1]
         self.models.unet = prepared[0]
         if self.network.text_encoders:
             self.models.text_encoders = list(prepared[1:-1])
-        self.latents = self._latent_cache()
-        self.te_cache: dict[str, tuple] = {}
+        if cfg.advanced.compile:
+            # compiled after accelerate wraps it so autocast is inside the graph; the first steps are slow
+            self.models.unet = torch.compile(self.models.unet)
 
     def _prepare_models(self, m: Models) -> None:
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.mixed, torch.float32)
@@ -139,6 +148,12 @@ class Trainer:
             m.unet.train()
             for te in m.text_encoders:
                 te.gradient_checkpointing_enable()
+        if self.device.type == "cuda":
+            # TF32 for the fp32 parts (LoRA weights, VAE, loss); bf16/fp16 matmuls are unaffected
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            if self.cfg.advanced.channels_last:
+                m.unet.to(memory_format=torch.channels_last)
         if not self.cfg.advanced.sdpa:
             from diffusers.models.attention_processor import AttnProcessor
 
@@ -172,8 +187,10 @@ class Trainer:
         if self.latents is not None:
             return torch.stack([self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)])
         pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()  # page-locked: the copy below runs asynchronously
         with torch.no_grad():
-            dist = self.models.vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+            dist = self.models.vae.encode(pixels.to(self.device, torch.float32, non_blocking=True)).latent_dist
         return dist.sample() * self.models.vae.config.scaling_factor
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -217,12 +234,12 @@ class Trainer:
     def loss_for(self, batch: list[D.Item], gen: torch.Generator, rng: random.Random, epoch: int) -> torch.Tensor:
         cfg, m = self.cfg, self.models
         latents = self._latents_for(batch, rng).to(self.device, self.weight_dtype)
-        noise = torch.randn(latents.shape, generator=gen).to(latents)
+        noise = torch.randn(latents.shape, generator=gen, device=gen.device).to(latents)
         if cfg.advanced.noise_offset:
-            offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(latents)
-            noise = noise + cfg.advanced.noise_offset * offset
+            offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen, device=gen.device)
+            noise = noise + cfg.advanced.noise_offset * offset.to(latents)
         steps = m.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(self.device)
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen, device=gen.device).to(self.device)
         noisy = m.noise_scheduler.add_noise(latents, noise, timesteps)
         captions = [D.process_caption(item.caption, cfg, rng, epoch) for item in batch]
         with torch.set_grad_enabled(bool(self.network.text_encoders) and self.network.train_text_encoder):
@@ -266,15 +283,9 @@ class Trainer:
             for index in range(p.batch_in_epoch, len(mine)):
                 if p.step >= self.total_steps:
                     break
-                gen = torch.Generator().manual_seed(cfg.schedule.seed * 7919 + p.step * 31 + index)
+                gen = self.generator(cfg.schedule.seed * 7919 + p.step * 31 + index)
                 rng = random.Random(cfg.schedule.seed * 104729 + epoch * 10007 + index)
-                with self.accelerator.accumulate(*self._trained_models()):
-                    loss = self.loss_for(mine[index], gen, rng, epoch)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.optimizer.max_grad_norm:
-                        self.accelerator.clip_grad_norm_(self._trainable_params(), cfg.optimizer.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                loss = self.train_step(mine[index], gen, rng, epoch)
                 p.batch_in_epoch = index + 1
                 if not self.accelerator.sync_gradients:
                     continue
@@ -304,6 +315,21 @@ class Trainer:
             if final:
                 break
         return self.last_saved
+
+    def generator(self, seed: int) -> torch.Generator:
+        """Noise and timesteps are drawn on the training device: no host-to-device copy per step."""
+        return torch.Generator(self.device).manual_seed(seed)
+
+    def train_step(self, batch: list[D.Item], gen: torch.Generator, rng: random.Random, epoch: int) -> torch.Tensor:
+        """Forward, backward and optimizer step for one batch; returns the loss without reading it (a GPU sync)."""
+        with self.accelerator.accumulate(*self._trained_models()):
+            loss = self.loss_for(batch, gen, rng, epoch)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and self.cfg.optimizer.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self._trainable_params(), self.cfg.optimizer.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss
 
     def _trained_models(self) -> list[torch.nn.Module]:
         return [self.models.unet, *self.models.text_encoders] if self.network.text_encoders else [self.models.unet]
