@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from loratui.cli import CommandError
+from loratui.core.bench_store import find_result
 from loratui.core.config import TrainingConfig
 from loratui.core.gpu import detect_gpus
 from loratui.core.planner import FolderCount, StepPlan, format_duration, plan_from_config
 from loratui.core.presets import PresetError, apply_overrides, load_config, resolve_preset
-from loratui.core.speed import estimate_seconds
-from loratui.core.vram import estimate_vram, suggest_batch
+from loratui.core.speed import cost, time_estimate
+from loratui.core.vram import peak_for, suggest_batch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=int, help="save a checkpoint every N epochs")
     p.add_argument("--gpus", type=int, default=1, help="number of GPUs (data parallel)")
     p.add_argument("--vram", type=float, help="plan for a GPU with this many GiB instead of the detected one")
+    p.add_argument("--gpu", dest="gpu_name", metavar="NAME",
+                   help="plan for this GPU model instead of the detected one (uses its `loratui bench` result)")
+    p.add_argument("--price", type=float, metavar="PER_HOUR", help="price per GPU-hour: print the run's cost")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set model.model_family=sdxl")
     p.set_defaults(func=cmd_plan)
@@ -93,20 +97,43 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print_plan(plan)
     detection = detect_gpus()
     gpu = detection.best
-    name = gpu.name if gpu else None
-    total = args.vram if args.vram is not None else (gpu.total_gib if gpu else None)
-    estimate = estimate_vram(cfg)
-    print(f"estimated VRAM:    {estimate.peak_gib:.1f} GiB at batch {cfg.schedule.train_batch_size} "
-          f"({cfg.model.model_family}, {cfg.dataset.resolution}px, {cfg.precision.mixed_precision})")
-    if total is not None:
-        where = f"{total:.0f} GiB given" if args.vram is not None else f"{name}, {total:.1f} GiB"
-        print(f"suggested batch:   {suggest_batch(cfg, total).message} [{where}]")
-    else:
-        print(f"suggested batch:   {detection.message}; pass --vram GiB to plan for a GPU")
-    seconds = estimate_seconds(plan.total_steps, cfg, name if gpu else ("RTX 4090" if args.vram else None))
-    basis = name or ("a GPU like an RTX 4090" if args.vram else "this CPU")
-    print(f"time estimate:     ~{format_duration(seconds)} on {basis} (rough; the monitor shows the real pace)")
+    name = args.gpu_name or (gpu.name if gpu else None)
+    total = args.vram if args.vram is not None else (gpu.total_gib if gpu and not args.gpu_name else None)
+    result = find_result(cfg, name)
+    print_vram_and_batch(plan, cfg, name, total, result, detection.message, given=args.vram is not None)
+    print_time_and_cost(plan, cfg, name, args)
     return 0
+
+
+def print_vram_and_batch(plan: StepPlan, cfg: TrainingConfig, name: str | None, total: float | None,
+                         result: dict | None, no_gpu: str, given: bool) -> None:
+    """VRAM at the planned batch (measured when a bench result matches) and the suggested batch, with why."""
+    batch = cfg.schedule.train_batch_size
+    peak, measured = peak_for(cfg, batch, result)
+    print(f"{('measured' if measured else 'estimated') + ' VRAM:':<19}{peak:.1f} GiB at batch {batch} "
+          f"({cfg.model.model_family}, {cfg.dataset.resolution}px, {cfg.precision.mixed_precision})")
+    if total is None:
+        print(f"suggested batch:   {no_gpu}; pass --vram GiB to plan for a GPU")
+        return
+    fill = max(plan.buckets.values()) if plan.buckets else plan.images_with_repeats
+    suggestion = suggest_batch(cfg, total, gpu_name=name, fill_limit=fill or None, result=result)
+    where = f"{total:.0f} GiB given" if given else f"{name}, {total:.1f} GiB"
+    print(f"suggested batch:   {suggestion.message} [{where}]")
+
+
+def print_time_and_cost(plan: StepPlan, cfg: TrainingConfig, name: str | None, args: argparse.Namespace) -> None:
+    """Run time, measured by `loratui bench` when a result matches, else estimated; and its cost."""
+    reference = name or ("RTX 4090" if args.vram else None)
+    estimate = time_estimate(plan.total_steps, cfg, reference)
+    basis = name or ("a GPU like an RTX 4090" if args.vram else "this CPU")
+    print(f"{'time (' + estimate.label + '):':<19}~{format_duration(estimate.seconds)} on {basis} ({estimate.basis})")
+    if args.price is not None:
+        if args.price < 0:
+            raise CommandError("--price must be >= 0 (per GPU-hour)")
+        gpus = max(1, args.gpus)
+        total = cost(estimate.seconds, args.price, gpus)
+        print(f"{'cost (' + estimate.label + '):':<19}~{total:.2f} at {args.price:g} per GPU-hour × {gpus} GPU"
+              + ("s" if gpus > 1 else ""))
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:

@@ -198,6 +198,8 @@ class AdvancedSection(Section):
     )
     sdpa: bool = Field(True, description="Use PyTorch scaled-dot-product attention (fast, memory-efficient).")
     max_token_length: Literal[75, 150, 225] = Field(75, description="Caption token limit: 75, 150 or 225.")
+    compile: bool = Field(False, description="torch.compile the UNet (CUDA): faster steps after a slow start.")
+    channels_last: bool = Field(False, description="channels_last UNet memory layout (CUDA); measure with bench.")
 
 
 class TrainingConfig(BaseModel):

@@ -1,4 +1,5 @@
-"""A rough time estimate before the first step runs; the monitor replaces it with the measured it/s.
+"""Time before the first step runs: measured by ``loratui bench`` when a matching result is stored, else a
+rough estimate; the monitor replaces either with the run's own it/s.
 
 Reference throughput is for an RTX 4090 with bf16, SDPA and cached latents, from commonly reported kohya
 LoRA speeds: SD1.5 at 512² ≈ 9 images/s, SDXL at 1024² ≈ 1.8 images/s. Other cards scale by a relative
@@ -7,6 +8,10 @@ factor (public training benchmarks, rounded); cost grows with pixel count.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+from loratui.core import bench_store
 from loratui.core.config import TrainingConfig
 
 # images per second at the family's native resolution on the reference card
@@ -49,3 +54,70 @@ def seconds_per_step(cfg: TrainingConfig, gpu_name: str | None) -> float:
 
 def estimate_seconds(total_steps: int, cfg: TrainingConfig, gpu_name: str | None) -> float:
     return total_steps * seconds_per_step(cfg, gpu_name)
+
+
+# Dense bf16 tensor peaks (TFLOP/s, no sparsity) from the vendors' datasheets; MFU is measured against them.
+# More specific names first: "H100 PCIe" must win over "H100", "L40S" over "L40" and "L4".
+_BF16_PEAK_TFLOPS = (
+    ("GH200", 989.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("B200", 2250.0),
+    ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A10G", 70.0), ("A10", 125.0), ("L4", 121.0),
+    ("RTX 6000 Ada", 364.0), ("A6000", 155.0), ("4090", 165.0), ("3090", 71.0), ("A40", 150.0),
+)
+
+
+def bf16_peak_tflops(gpu_name: str | None) -> float | None:
+    """The GPU's dense bf16 peak, or None when it is not in the table (then no MFU is reported)."""
+    if not gpu_name:
+        return None
+    for key, tflops in _BF16_PEAK_TFLOPS:
+        if key.lower() in gpu_name.lower():
+            return tflops
+    return None
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    seconds: float
+    seconds_per_step: float
+    measured: bool
+    basis: str  # what the figure comes from, for the user
+
+    @property
+    def label(self) -> str:
+        return "measured" if self.measured else "estimated"
+
+
+def time_estimate(total_steps: int, cfg: TrainingConfig, gpu_name: str | None,
+                  root: Path | None = None) -> TimeEstimate:
+    """Measured images/s from a stored bench result for this GPU and settings, else the rough estimate."""
+    result = bench_store.find_result(cfg, gpu_name, root)
+    batch = cfg.schedule.train_batch_size
+    measured = bench_store.images_per_s_at(result, batch) if result else None
+    if measured is not None:
+        images = batch * cfg.optimizer.gradient_accumulation_steps
+        per_step = images / measured.value
+        how = "at this batch" if measured.exact else "interpolated between measured batches"
+        return TimeEstimate(total_steps * per_step, per_step, True,
+                            f"loratui bench, {how}")
+    per_step = seconds_per_step(cfg, gpu_name)
+    return TimeEstimate(total_steps * per_step, per_step, False, "published speeds; run `loratui bench` to measure")
+
+
+def cost(seconds: float, price_per_hour: float, gpus: int = 1) -> float:
+    """What the run costs at ``price_per_hour`` per GPU."""
+    return seconds / 3600 * price_per_hour * gpus
+
+
+# Relative work per image: UNet size × pixel count against SD1.5 at 512² (SDXL's UNet is ~3× SD1.5's).
+_UNET_WORK = {"sd1": 1.0, "sd2": 1.05, "sd2-v": 1.05, "sdxl": 3.0}
+# Batch at which an RTX 4090 reaches half its asymptotic images/s on SD1.5 512² (an assumption until benched:
+# kernels fill the GPU once a batch holds enough pixels, so small images need larger batches).
+_HALF_SPEED_BATCH = 0.45
+
+
+def relative_speed(cfg: TrainingConfig, gpu_name: str | None, batch: int) -> float:
+    """Estimated images/s at ``batch`` as a share of the GPU's asymptote: b ÷ (b + b½), where b½ shrinks with
+    the work per image and grows with the GPU's speed. Used only until a bench result exists."""
+    work = _UNET_WORK[cfg.model.model_family] * (cfg.dataset.resolution / 512) ** 2
+    half = _HALF_SPEED_BATCH * gpu_speed_factor(gpu_name or "RTX 4090") / work
+    return batch / (batch + half)

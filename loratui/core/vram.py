@@ -14,13 +14,23 @@ Where the numbers come from:
   fits (kohya_ss #1730: SD1.5 512 batch 4 rank 64 fits 11 GB; kohya README: SDXL 1024 batch 1 UNet-only with
   checkpointing and caching fits 8 GB; sd-scripts #648: SDXL batch 2 with text encoder trained runs out on
   12 GB) land on the right side of this estimate. Calibrate against the monitor's real figure.
+
+Calibration from ``loratui bench``: each stored result has the measured peak (``torch.cuda.max_memory_allocated``)
+per batch size. ``fit_from_bench`` fits peak = base + per_image × batch by least squares for each family,
+resolution and gradient-checkpointing setting, and reports the estimator's error against those points; when
+a bench result matches a run, the planner uses its measured peak directly (``peak_for``). The goal is ±15% of
+the measured peak for SD1.5 and SDXL at common settings. No GPU figures were recorded yet (the project's
+development machine has none), so the coefficients above are still the config-derived ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from loratui.core import bench_store
 from loratui.core.config import TrainingConfig
+from loratui.core.speed import relative_speed
 
 GIB = 1024**3
 CUDA_CONTEXT_GIB = 0.45
@@ -80,22 +90,103 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()})
 
 
-def suggest_batch(cfg: TrainingConfig, total_gib: float, max_batch: int = 16) -> BatchSuggestion:
-    """The largest batch that fits ``total_gib`` with headroom, or what to change when batch 1 does not fit."""
-    budget = total_gib * HEADROOM
-    best: int | None = None
+def peak_for(cfg: TrainingConfig, batch: int, result: dict[str, Any] | None = None) -> tuple[float, bool]:
+    """Peak GiB at ``batch`` and whether it was measured (from a bench ``result``) or estimated."""
+    measured = bench_store.peak_vram_at(result, batch) if result else None
+    if measured is not None:
+        return round(measured.value, 2), True
+    return estimate_vram(cfg, batch).peak_gib, False
+
+
+def _largest_fitting(cfg: TrainingConfig, budget: float, max_batch: int, result: dict[str, Any] | None) -> int | None:
+    best = None
+    oom = bench_store.first_oom_batch(result) if result else None
     for batch in range(1, max_batch + 1):
-        if estimate_vram(cfg, batch).peak_gib <= budget:
-            best = batch
-        else:
+        if (oom is not None and batch >= oom) or peak_for(cfg, batch, result)[0] > budget:
             break
-    if best is not None:
-        peak = estimate_vram(cfg, best).peak_gib
-        return BatchSuggestion(best, peak, f"batch {best} needs ~{peak:.1f} GiB of {total_gib:.1f} GiB "
-                                           f"(keeps {100 - HEADROOM * 100:.0f}% headroom)")
-    peak = estimate_vram(cfg, 1).peak_gib
-    return BatchSuggestion(None, peak, f"even batch 1 needs ~{peak:.1f} GiB of {total_gib:.1f} GiB: "
-                                       + what_to_lower(cfg))
+        best = batch
+    return best
+
+
+def _speeds(cfg: TrainingConfig, gpu_name: str | None, batches: range,
+            result: dict[str, Any] | None) -> tuple[dict[int, float], bool]:
+    """images/s (or a relative figure) per batch: measured when a bench result exists, else the estimate."""
+    if result:
+        measured = {b: bench_store.images_per_s_at(result, b) for b in batches}
+        if all(m is not None for m in measured.values()):
+            return {b: m.value for b, m in measured.items() if m is not None}, True
+    return {b: relative_speed(cfg, gpu_name, b) for b in batches}, False
+
+
+def suggest_batch(cfg: TrainingConfig, total_gib: float, max_batch: int = 16, *, gpu_name: str | None = None,
+                  fill_limit: int | None = None, result: dict[str, Any] | None = None) -> BatchSuggestion:
+    """The smallest batch that reaches 90% of the best images/s among the batches that fit ``total_gib``
+    (with headroom) and that the dataset's largest bucket can fill (``fill_limit``), and why.
+
+    A larger batch is not better in itself: it means fewer steps per epoch, so past the point where the GPU is
+    busy it only costs memory and needs the learning rate or epochs raised. Speeds come from a bench ``result``
+    when given, else from ``speed.relative_speed``."""
+    budget = total_gib * HEADROOM
+    fits = _largest_fitting(cfg, budget, max_batch, result)
+    if fits is None:
+        peak = estimate_vram(cfg, 1).peak_gib
+        return BatchSuggestion(None, peak, f"even batch 1 needs ~{peak:.1f} GiB of {total_gib:.1f} GiB: "
+                                           + what_to_lower(cfg))
+    cap = max(1, min(fits, fill_limit)) if fill_limit else fits
+    speeds, measured = _speeds(cfg, gpu_name, range(1, cap + 1), result)
+    top = max(speeds.values())
+    batch = min(b for b, v in speeds.items() if v >= 0.9 * top)
+    peak, peak_measured = peak_for(cfg, batch, result)
+    share = round(100 * speeds[batch] / top)
+    why = [f"batch {batch}: {share}% of the top speed ({'measured' if measured else 'estimated'}), "
+           f"~{peak:.1f} GiB of {total_gib:.1f} GiB ({'measured' if peak_measured else 'estimated'})"]
+    if batch < cap:
+        why.append(f"up to {cap} fits, but larger batches mean fewer steps — raise the learning rate or epochs "
+                   "to match")
+    if fill_limit is not None and fill_limit < fits:
+        why.append(f"the largest bucket holds {fill_limit} images, so larger batches cannot be filled")
+    return BatchSuggestion(batch, peak, "; ".join(why))
+
+
+@dataclass(frozen=True)
+class VramFit:
+    """peak = base_gib + per_image_gib × batch, fitted to bench points, and the estimator's worst error."""
+
+    family: str
+    resolution: int
+    gradient_checkpointing: bool
+    base_gib: float
+    per_image_gib: float
+    points: int
+    estimator_error_pct: float | None
+
+
+def fit_from_bench(results: list[dict[str, Any]] | None = None) -> list[VramFit]:
+    """Refit the memory model from stored bench results (all of ``bench_store.load_results()`` by default).
+
+    Points are grouped by family, resolution and gradient checkpointing; each group with two or more batch
+    sizes gets a least-squares line. ``estimator_error_pct`` is the largest |estimate − measured| ÷ measured
+    over the group's points, from the results' own ``estimated_vram_gib`` column."""
+    results = bench_store.load_results() if results is None else results
+    groups: dict[tuple[str, int, bool], list[tuple[int, float, float | None]]] = {}
+    for result in results:
+        key = (result["family"], int(result["resolution"]), bool(result["settings"].get("gradient_checkpointing")))
+        for row in result.get("rows", []):
+            if not row.get("oom") and row.get("peak_vram_gib"):
+                groups.setdefault(key, []).append((row["batch"], row["peak_vram_gib"], row.get("estimated_vram_gib")))
+    fits = []
+    for (family, resolution, gc), points in sorted(groups.items()):
+        if len({b for b, _, _ in points}) < 2:
+            continue
+        n = len(points)
+        mean_b = sum(b for b, _, _ in points) / n
+        mean_p = sum(p for _, p, _ in points) / n
+        slope = (sum((b - mean_b) * (p - mean_p) for b, p, _ in points)
+                 / sum((b - mean_b) ** 2 for b, _, _ in points))
+        errors = [abs(e - p) / p * 100 for _, p, e in points if e]
+        fits.append(VramFit(family, resolution, gc, round(mean_p - slope * mean_b, 3), round(slope, 3), n,
+                            round(max(errors), 1) if errors else None))
+    return fits
 
 
 def what_to_lower(cfg: TrainingConfig) -> str:

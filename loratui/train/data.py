@@ -47,7 +47,7 @@ class DatasetInfo:
     dataset_dirs: dict[str, dict[str, int]]
     reg_dataset_dirs: dict[str, dict[str, int]]
     tag_frequency: dict[str, dict[str, int]]
-    layout: EpochLayout
+    layout: EpochLayout | None = None  # None: items given directly (loratui bench)
 
     @property
     def images_with_repeats(self) -> int:

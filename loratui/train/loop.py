@@ -104,7 +104,22 @@ class Trainer:
         self.data = D.load_dataset(cfg)
         for message in self.data.warnings:
             self.warn(message)
-        self.models = load_models(cfg)
+        self.world = self.accelerator.num_processes
+        per_epoch_batches = D.steps_per_epoch(self.data, cfg.schedule.train_batch_size)
+        self.batches_per_process = math.ceil(per_epoch_batches / self.world)
+        self.steps_per_epoch = math.ceil(self.batches_per_process / cfg.optimizer.gradient_accumulation_steps)
+        self.total_steps = self.steps_per_epoch * cfg.schedule.max_train_epochs
+        if cfg.schedule.max_train_steps:
+            self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
+        self.setup_models(load_models(cfg))  # the LR schedule it builds needs total_steps
+        self.latents = self._latent_cache()
+        self.te_cache: dict[str, tuple] = {}
+
+    def setup_models(self, models: Models) -> None:
+        """Precision, network, optimizer and accelerate around ``models``: all a step needs but the data.
+        ``loratui bench`` calls it with models built in memory, so it times this exact set-up."""
+        cfg = self.cfg
+        self.models = models
         self._prepare_models(self.models)
         dims = None
         if cfg.network.network_weights and cfg.network.dim_from_weights:
@@ -119,13 +134,6 @@ class Trainer:
                 self.warn(message)
         self._cast_trainable()
         self.optimizer = make_optimizer(cfg, self.network.param_groups(cfg.unet_lr, cfg.text_encoder_lr), self.warn)
-        self.world = self.accelerator.num_processes
-        per_epoch_batches = D.steps_per_epoch(self.data, cfg.schedule.train_batch_size)
-        self.batches_per_process = math.ceil(per_epoch_batches / self.world)
-        self.steps_per_epoch = math.ceil(self.batches_per_process / cfg.optimizer.gradient_accumulation_steps)
-        self.total_steps = self.steps_per_epoch * cfg.schedule.max_train_epochs
-        if cfg.schedule.max_train_steps:
-            self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
         trained = [self.models.unet] + ([*self.models.text_encoders] if self.network.text_encoders else [])
         prepared = self.accelerator.prepare(*trained, self.optimizer)
         self.optimizer = prepared[-1]
@@ -133,8 +141,9 @@ class Trainer:
         self.models.unet = prepared[0]
         if self.network.text_encoders:
             self.models.text_encoders = list(prepared[1:-1])
-        self.latents = self._latent_cache()
-        self.te_cache: dict[str, tuple] = {}
+        if cfg.advanced.compile:
+            # compiled after accelerate wraps it so autocast is inside the graph; the first steps are slow
+            self.models.unet = torch.compile(self.models.unet)
 
     def _prepare_models(self, m: Models) -> None:
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.mixed, torch.float32)
@@ -148,6 +157,12 @@ class Trainer:
             m.unet.train()
             for te in m.text_encoders:
                 te.gradient_checkpointing_enable()
+        if self.device.type == "cuda":
+            # TF32 for the fp32 parts (LoRA weights, VAE, loss); bf16/fp16 matmuls are unaffected
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            if self.cfg.advanced.channels_last:
+                m.unet.to(memory_format=torch.channels_last)
         if not self.cfg.advanced.sdpa:
             from diffusers.models.attention_processor import AttnProcessor
 
@@ -185,8 +200,11 @@ class Trainer:
             sizes = [size for _, size in cached]
         else:
             pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory()  # page-locked: the copy below runs asynchronously
             with torch.no_grad():
-                dist = self.models.vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+                pixels = pixels.to(self.device, torch.float32, non_blocking=True)
+                dist = self.models.vae.encode(pixels).latent_dist
             latents = dist.sample() * self.models.vae.config.scaling_factor
             sizes = [item.size_condition for item in batch]
         time_ids = torch.tensor([size.time_ids(flip) for size, flip in zip(sizes, flips, strict=True)])
@@ -218,12 +236,12 @@ class Trainer:
         cfg, m = self.cfg, self.models
         latents, time_ids = self._latents_for(batch, rng)
         latents = latents.to(self.device, self.weight_dtype)
-        noise = torch.randn(latents.shape, generator=gen).to(latents)
+        noise = torch.randn(latents.shape, generator=gen, device=gen.device).to(latents)
         if cfg.advanced.noise_offset:
-            offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(latents)
-            noise = noise + cfg.advanced.noise_offset * offset
+            offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen, device=gen.device)
+            noise = noise + cfg.advanced.noise_offset * offset.to(latents)
         steps = m.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen).to(self.device)
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=gen, device=gen.device).to(self.device)
         noisy = m.noise_scheduler.add_noise(latents, noise, timesteps)
         captions = [D.process_caption(item.caption, cfg, rng, epoch) for item in batch]
         with torch.set_grad_enabled(bool(self.network.text_encoders) and self.network.train_text_encoder):
@@ -268,22 +286,14 @@ class Trainer:
                 if p.step >= self.total_steps:
                     break
                 micro_batch = (epoch * len(mine) + index) * self.world + self.accelerator.process_index
-                gen = torch.Generator().manual_seed(step_seed(cfg.schedule.seed, micro_batch, "noise"))
+                gen = self.generator(step_seed(cfg.schedule.seed, micro_batch, "noise"))
                 rng = random.Random(step_seed(cfg.schedule.seed, micro_batch, "augment"))
                 # sd-scripts (accelerate over its DataLoader) also steps at an epoch's last micro-batch
                 sync = (index + 1) % accumulate == 0 or index + 1 == len(mine)
-                with self._no_sync_unless(sync):
-                    loss = self.loss_for(mine[index], gen, rng, epoch)
-                    self.accelerator.backward(loss / accumulate)  # as accelerate divides, also for a short group
+                loss = self.train_step(mine[index], gen, rng, epoch, sync)
                 p.batch_in_epoch = index + 1
                 if not sync:
                     continue
-                if cfg.optimizer.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(self._trainable_params(), cfg.optimizer.max_grad_norm)
-                self.lr_used = self.current_lrs()
-                self.optimizer.step()
-                self.lr_scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 p.step += 1
                 if cfg.network.scale_weight_norms:
                     self.network.apply_max_norm(cfg.network.scale_weight_norms)
@@ -311,6 +321,30 @@ class Trainer:
         if resume_from is not None and self.last_saved is None:  # resumed after a failed final save
             self.save_checkpoint(p, checkpoint_filename(cfg.saving.output_name, None), p.epoch, final=True)
         return self.last_saved
+
+    def generator(self, seed: int) -> torch.Generator:
+        """Noise and timesteps are drawn on the training device: no host-to-device copy per step."""
+        return torch.Generator(self.device).manual_seed(seed)
+
+    def train_step(self, batch: list[D.Item], gen: torch.Generator, rng: random.Random, epoch: int,
+                   sync: bool = True) -> torch.Tensor:
+        """Forward and backward for one micro-batch and, when ``sync`` ends an accumulation group, the optimizer
+        and LR step. Returns the loss without reading it (a GPU sync). ``loratui bench`` times this method."""
+        with self._no_sync_unless(sync):
+            loss = self.loss_for(batch, gen, rng, epoch)
+            # divided by the full count also for an epoch's short last group, as accelerate does in sd-scripts
+            self.accelerator.backward(loss / self.cfg.optimizer.gradient_accumulation_steps)
+        if sync:
+            self._optimizer_step()
+        return loss
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.optimizer.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self._trainable_params(), self.cfg.optimizer.max_grad_norm)
+        self.lr_used = self.current_lrs()
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _trained_models(self) -> list[torch.nn.Module]:
         return [self.models.unet, *self.models.text_encoders] if self.network.text_encoders else [self.models.unet]

@@ -91,6 +91,8 @@ def make_optimizer(cfg: TrainingConfig, groups: list[dict], warn: Callable[[str]
     if "betas" in args:
         args["betas"] = tuple(args["betas"])
     if name == "AdamW":
+        if all(p.is_cuda for g in groups for p in g["params"]):
+            args.setdefault("fused", True)  # one kernel for all LoRA tensors instead of several per tensor
         return torch.optim.AdamW(groups, **args)
     if name == "AdamW8bit":
         return _adamw8bit(groups, args, warn)

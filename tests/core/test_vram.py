@@ -37,13 +37,27 @@ def test_memory_grows_with_batch_and_shrinks_with_checkpointing() -> None:
         estimate_vram(_cfg(), batch=4).peak_gib
 
 
-def test_suggestion_picks_largest_batch_that_fits() -> None:
+def test_suggestion_is_the_smallest_batch_near_top_speed_not_the_largest_that_fits() -> None:
     cfg = _cfg()
     got = suggest_batch(cfg, 24.0)
-    assert got.batch is not None and got.batch > 1
+    assert got.batch is not None and 1 < got.batch < 16
     assert estimate_vram(cfg, got.batch).peak_gib <= 24 * 0.92
-    if got.batch < 16:
-        assert estimate_vram(cfg, got.batch + 1).peak_gib > 24 * 0.92
+    assert "of the top speed (estimated)" in got.message
+    assert "raise the learning rate or epochs" in got.message
+
+
+def test_sdxl_1024_on_24gb_is_not_suggested_batch_16() -> None:
+    # the bug this fixes: `plan --vram 24` suggested 16 for SDXL at 1024 px only because it "fit"
+    cfg = _cfg(model__model_family="sdxl", dataset__resolution=1024, advanced__gradient_checkpointing=True,
+               network__network_train_unet_only=True, advanced__cache_text_encoder_outputs=True)
+    got = suggest_batch(cfg, 24.0)
+    assert got.batch is not None and got.batch <= 2
+
+
+def test_suggestion_never_exceeds_what_the_buckets_can_fill() -> None:
+    got = suggest_batch(_cfg(), 80.0, gpu_name="NVIDIA H100 80GB HBM3", fill_limit=3)
+    assert got.batch is not None and got.batch <= 3
+    assert "largest bucket holds 3 images" in got.message
 
 
 def test_suggestion_says_what_to_change_when_nothing_fits() -> None:
