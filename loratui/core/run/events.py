@@ -78,6 +78,9 @@ class EventTail:
                 chunk = fh.read()
         except FileNotFoundError:
             return []
+        except OSError:  # a folder in its place, no permission: say "unreadable", never stop the viewer
+            self.skipped = max(self.skipped, 1)
+            return []
         self.offset += len(chunk)
         data = self._partial + chunk
         lines = data.split(b"\n")
@@ -171,10 +174,10 @@ class RunSnapshot:
     def _on_step(self, e: dict[str, Any]) -> None:
         self.step = int(e["step"])
         self.epoch = int(e.get("epoch", self.epoch))
-        if e.get("loss") is not None:
-            self.losses.append(float(e["loss"]))
-        if e.get("avg_loss") is not None:
-            self.avg_losses.append(float(e["avg_loss"]))
+        loss, avg = _number(e.get("loss")), _number(e.get("avg_loss"))
+        if loss is not None or avg is not None:  # both lists grow together: viewers index them alike
+            self.losses.append(loss if loss is not None else avg)
+            self.avg_losses.append(avg if avg is not None else loss)
         self.lrs = {str(k): float(v) for k, v in dict(e.get("lrs", self.lrs)).items()}
         self.it_per_s = _number(e.get("it_per_s", self.it_per_s))
         self.eta_s = _number(e.get("eta_s", self.eta_s))
