@@ -126,7 +126,7 @@ async def test_steps_vram_field_drives_the_batch_suggestion_and_time_says_measur
         plan = _text(app, "#plan")
         assert "40s on this CPU (measured" in plan  # 80 steps × 2 images ÷ 4 images/s
         vram = app.screen.query_one("#plan-vram", Input)
-        assert "no GPU here" in vram.placeholder  # nothing detected here: the user may plan for a GPU
+        assert "no GPU" in vram.placeholder  # nothing detected here: the user may plan for a GPU
         vram.focus()
         await pilot.press(*"24")
         await wait_until(pilot, lambda: "for 24 GiB" in _text(app, "#plan"))
@@ -193,7 +193,11 @@ async def test_monitor_escape_goes_back_to_the_wizard_and_records_speed(tmp_path
         monitor = app.screen
         await wait_until(pilot, lambda: monitor.query_one("#checkpoints", DataTable).row_count == 2)
         row = monitor.query_one("#checkpoints", DataTable)
-        assert row.region.right <= SIZE[0] and row.region.height >= 5  # loss and size are not cut off
+        assert row.region.right <= SIZE[0] and row.region.height >= 5
+        assert "KiB" in str(row.get_row_at(0)[4])
+        size_column = list(row.columns.values())[4]  # loss and size are not cut off at 80 columns
+        assert sum(c.get_render_width(row) for c in row.columns.values()) <= row.content_region.width
+        assert size_column.label
         assert "in the background" not in monitor.leave_message()  # the run has ended
         await wait_until(pilot, lambda: measured_speed.images_per_second("cpu", 512) == 4.0)
         await pilot.press("escape")

@@ -29,6 +29,7 @@ BASIC = {
     "advanced.clip_skip",
 }
 TABS = ("Basic", "Network", "Optimizer", "Advanced", "Samples")
+TABS_HINT = "←/→ switch tabs; Tab goes into the fields; the focused field's help and errors show here"
 
 
 def tab_for(path: str) -> str:
@@ -152,6 +153,7 @@ class ParametersStep(Vertical):
             yield Button("Changed settings", id="diff", compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#field-help", Static).update(Text(TABS_HINT, style="italic"))
         self.show_issues()
 
     def config_updated(self, config: TrainingConfig) -> None:
@@ -203,6 +205,8 @@ class ParametersStep(Vertical):
             if path in self.errors:
                 help_text.append(f"\n{self.errors[path]}", style="bold red")
             self.query_one("#field-help", Static).update(help_text)
+        else:
+            self.query_one("#field-help", Static).update(Text(TABS_HINT, style="italic"))
 
     @on(Input.Changed)
     @on(Select.Changed)
