@@ -66,6 +66,9 @@ class CaptionsStep(Vertical):
         self.query_one("#images", DataTable).add_columns("", "file", "caption")
         self.query_one("#tag-freq", DataTable).add_columns("count", "tag")
 
+    def first_focus(self) -> DataTable:
+        return self.query_one("#images", DataTable)
+
     def config_updated(self, config: TrainingConfig) -> None:
         self.config = config
 

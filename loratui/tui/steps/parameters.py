@@ -119,6 +119,10 @@ def parse_value(spec: FieldSpec, widget: Widget) -> Any:
     return text
 
 
+class FieldScroll(VerticalScroll, can_focus=False):
+    """A tab's fields: Tab goes from the tab bar straight to the first field (the focused field scrolls in)."""
+
+
 class ParametersStep(Vertical):
     # Priority, and keys a text field does not use: they work whichever field has focus.
     BINDINGS = [
@@ -138,7 +142,7 @@ class ParametersStep(Vertical):
     def compose(self) -> ComposeResult:
         with TabbedContent(*TABS, id="param-tabs"):
             for tab in TABS:
-                with TabPane(tab, id=f"tab-{tab.lower()}"), VerticalScroll():
+                with TabPane(tab, id=f"tab-{tab.lower()}"), FieldScroll():
                     for spec in self.specs.values():
                         if tab_for(spec.path) != tab:
                             continue
