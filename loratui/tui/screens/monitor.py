@@ -71,7 +71,9 @@ class MonitorScreen(Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#checkpoints", DataTable).add_columns("file", "ep", "step", "loss", "size")
+        table = self.query_one("#checkpoints", DataTable)
+        table.add_column("file", width=28)  # long names are cut with "…" so loss and size stay readable at 80
+        table.add_columns("ep", "step", "loss", "size")
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
 
