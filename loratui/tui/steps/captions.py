@@ -154,6 +154,7 @@ class CaptionsStep(Vertical):
         if text == self.current.text:
             return False
         change = ops.Change(self.current.caption, self.current.raw, text.encode("utf-8"), self.current.exists)
+        # Call site for helper F's caption lock (another loratui writing the same captions) once merged.
         try:
             journal.apply(self.root, [change], f"edit {self.current.caption.name}")
         except OSError as exc:

@@ -283,6 +283,11 @@ class ParametersStep(Vertical):
 
     @on(Button.Pressed, "#export")
     def action_export_preset(self) -> None:
+        if (problem := self.first_problem()) is not None:
+            widget, reason = problem  # exporting now would write the old value, not the one on screen
+            widget.focus()
+            self.notify(reason, title="Fix this first", severity="error")
+            return
         def export(path: Path | None) -> None:
             if path is None:
                 return
