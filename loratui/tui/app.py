@@ -16,13 +16,19 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from loratui.core.config import TrainingConfig
-from loratui.core.presets import PresetError, load_config
+from loratui.core.presets import PresetError, load_config, save_preset
 from loratui.core.run import rundir
 from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.monitor import MonitorScreen
 from loratui.tui.screens.wizard import WizardScreen
 
 DOUBLE_PRESS_SECONDS = 2.0  # Ctrl+C twice within this quits
+
+
+def settings_path() -> Path:
+    """Where the wizard keeps changed settings on quit: ``$LORATUI_HOME/last-settings.yaml``."""
+    home = os.environ.get("LORATUI_HOME")
+    return (Path(home) if home else Path.home() / ".loratui") / "last-settings.yaml"
 
 
 class LoraCommands(Provider):
@@ -64,6 +70,7 @@ class LoraTuiApp(App):
                  startup_error: str | None = None) -> None:
         super().__init__()
         self.config = config
+        self.start_config = config  # settings changed since start are kept on quit (see save_pending)
         self.attach = attach
         self.runs_root = runs_root
         self.plain_images = plain_images
@@ -102,9 +109,22 @@ class LoraTuiApp(App):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     def save_pending(self) -> list[str]:
-        """Write every unsaved edit of every screen; returns what was saved (for the exit message)."""
+        """Write every unsaved edit of every screen; returns what was saved (for the exit message).
+
+        The caption being edited goes to its file; settings changed in Steps/Parameters go to a preset in
+        loratui's home, so that quitting (or a closed terminal) never throws typed values away."""
         wizard = self._wizard()
-        return wizard.save_pending() if wizard is not None else []
+        saved = wizard.save_pending() if wizard is not None else []
+        if self.config != self.start_config:
+            path = settings_path()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_preset(self.config, path, comment="The wizard's settings when it was closed")
+            except OSError as exc:
+                self.notify(f"{path}: cannot save the settings ({exc.strerror})", severity="error")
+            else:
+                saved.append(f"the settings to {path} (reopen with --preset {path})")
+        return saved
 
     async def action_quit(self) -> None:
         saved = self.save_pending()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from textual.command import CommandList, CommandPalette
 from textual.containers import ScrollableContainer
-from textual.widgets import DataTable, Input, Static, TabbedContent, TextArea
+from textual.widgets import DataTable, Input, Static, TabbedContent, Tabs, TextArea
 from textual.widgets._footer import FooterKey
 
 from loratui.core import measured_speed
@@ -126,7 +128,7 @@ async def test_steps_vram_field_drives_the_batch_suggestion_and_time_says_measur
         plan = _text(app, "#plan")
         assert "40s on this CPU (measured" in plan  # 80 steps × 2 images ÷ 4 images/s
         vram = app.screen.query_one("#plan-vram", Input)
-        assert "no GPU here" in vram.placeholder  # nothing detected here: the user may plan for a GPU
+        assert "no GPU" in vram.placeholder  # nothing detected here: the user may plan for a GPU
         vram.focus()
         await pilot.press(*"24")
         await wait_until(pilot, lambda: "for 24 GiB" in _text(app, "#plan"))
@@ -193,7 +195,11 @@ async def test_monitor_escape_goes_back_to_the_wizard_and_records_speed(tmp_path
         monitor = app.screen
         await wait_until(pilot, lambda: monitor.query_one("#checkpoints", DataTable).row_count == 2)
         row = monitor.query_one("#checkpoints", DataTable)
-        assert row.region.right <= SIZE[0] and row.region.height >= 5  # loss and size are not cut off
+        assert row.region.right <= SIZE[0] and row.region.height >= 5
+        assert "KiB" in str(row.get_row_at(0)[4])
+        size_column = list(row.columns.values())[4]  # loss and size are not cut off at 80 columns
+        assert sum(c.get_render_width(row) for c in row.columns.values()) <= row.content_region.width
+        assert size_column.label
         assert "in the background" not in monitor.leave_message()  # the run has ended
         await wait_until(pilot, lambda: measured_speed.images_per_second("cpu", 512) == 4.0)
         await pilot.press("escape")
@@ -215,3 +221,45 @@ async def test_editor_keeps_the_text_area_history_out(demo_dir):
         await pilot.pause()
         assert editor.text == original
         assert isinstance(app.screen.query_one("#caption-problem"), Static)
+
+
+async def test_focus_is_visible_in_every_theme_and_tab_order_follows_the_layout(demo_dir):
+    app = _app(demo_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await wait_until(pilot, lambda: _step(app) == 3)
+        assert isinstance(app.screen.focused, Tabs)  # the tabs first, not 18 Tabs away
+        await pilot.press("tab")
+        field = app.screen.focused
+        assert field.id == "field-model--pretrained_model_name_or_path"  # then the first field of the tab
+        for theme in ("textual-dark", "textual-light", "nord", "gruvbox", "solarized-light"):
+            app.theme = theme
+            await pilot.pause()
+            focused_edge = field.styles.border_left
+            field.blur()
+            await pilot.pause()
+            assert field.styles.border_left != focused_edge, theme  # focus draws an accent bar
+            field.focus()
+            await pilot.pause()
+
+
+async def test_steps_prefill_gpu_memory_from_the_detected_gpu(demo_dir, tmp_path, monkeypatch):
+    """A GPU reported by nvidia-smi (a stand-in script on PATH) fills the GPU memory field and the suggestion."""
+    from loratui.core import gpu
+
+    monkeypatch.setattr(gpu, "_from_nvml", lambda: None)  # this machine's NVML, if any, must not answer first
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA GeForce RTX 4090, 24576, 24000'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    app = _app(demo_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("ctrl+n", "ctrl+n")
+        vram = app.screen.query_one("#plan-vram", Input)
+        await wait_until(pilot, lambda: vram.value == "24.0")
+        plan = _text(app, "#plan")
+        assert "RTX 4090" in plan and "for 24 GiB" in plan and "(estimated" in plan

@@ -172,3 +172,19 @@ async def test_error_clears_when_the_value_is_fixed(demo_dir):
         await wait_until(pilot, lambda: app.config.network.network_dim == 32)
         assert "network.network_dim" not in _text(app, "#config-issues")
         assert "error" not in _text(app, "#field-help").lower()
+
+
+async def test_quit_keeps_changed_settings_as_a_preset(demo_dir, tmp_path):
+    from loratui.core.presets import load_config
+
+    app = _app(demo_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
+        await pilot.press("ctrl+n", "ctrl+n")
+        epochs = app.screen.query_one("#schedule--max_train_epochs", Input)
+        epochs.focus()
+        await pilot.press("end", "backspace", "7")
+        await wait_until(pilot, lambda: app.config.schedule.max_train_epochs == 7)
+        await pilot.press("ctrl+q")
+    saved = tmp_path / "home" / "last-settings.yaml"  # $LORATUI_HOME of this test
+    assert load_config(saved).schedule.max_train_epochs == 7

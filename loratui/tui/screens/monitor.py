@@ -71,7 +71,9 @@ class MonitorScreen(Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#checkpoints", DataTable).add_columns("file", "ep", "step", "loss", "size")
+        table = self.query_one("#checkpoints", DataTable)
+        table.add_column("file", width=28)  # long names are cut with "…" so loss and size stay readable at 80
+        table.add_columns("ep", "step", "loss", "size")
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
 
@@ -135,7 +137,7 @@ class MonitorScreen(Screen):
             text.append("lr " + " ".join(f"{k} {v:.2e}" for k, v in snap.lrs.items()) + "  ")
         if snap.it_per_s:
             text.append(f"{snap.it_per_s:.2f} it/s  ")
-        if snap.eta_s is not None and snap.done is None:
+        if snap.eta_s is not None and snap.done is None and state == "running":  # no ETA for an ended run
             stale = max(0.0, self.clock() - (snap.last_event_at or self.clock()))
             text.append(f"ETA {format_duration(max(0.0, snap.eta_s - stale))}  ")
         if snap.gpu_mem_gib:

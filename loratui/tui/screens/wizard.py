@@ -67,8 +67,11 @@ class WizardScreen(Screen):
             current.save_current()  # leaving the editor saves it
         self.query_one(StepHeader).current = index
         self.query_one("#steps", ContentSwitcher).current = widgets[index].id
-        # The focus chain skips hidden widgets (other tabs, other steps): focus the first one the user sees.
-        first = next((w for w in self.focus_chain if widgets[index] in w.ancestors), None)
+        # The focus chain skips hidden widgets (other tabs, other steps): focus the first one the user sees,
+        # or the one the step names (Captions: the image list, so arrows and keys act on images).
+        preferred = getattr(widgets[index], "first_focus", None)
+        first = preferred() if preferred else next((w for w in self.focus_chain if widgets[index] in w.ancestors),
+                                                    None)
         if first is not None:
             first.focus()
         if isinstance(widgets[index], TrainStep):

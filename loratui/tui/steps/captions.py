@@ -66,6 +66,9 @@ class CaptionsStep(Vertical):
         self.query_one("#images", DataTable).add_columns("", "file", "caption")
         self.query_one("#tag-freq", DataTable).add_columns("count", "tag")
 
+    def first_focus(self) -> DataTable:
+        return self.query_one("#images", DataTable)
+
     def config_updated(self, config: TrainingConfig) -> None:
         self.config = config
 
@@ -151,6 +154,7 @@ class CaptionsStep(Vertical):
         if text == self.current.text:
             return False
         change = ops.Change(self.current.caption, self.current.raw, text.encode("utf-8"), self.current.exists)
+        # Call site for helper F's caption lock (another loratui writing the same captions) once merged.
         try:
             journal.apply(self.root, [change], f"edit {self.current.caption.name}")
         except OSError as exc:

@@ -29,6 +29,7 @@ BASIC = {
     "advanced.clip_skip",
 }
 TABS = ("Basic", "Network", "Optimizer", "Advanced", "Samples")
+TABS_HINT = "←/→ switch tabs; Tab goes into the fields; the focused field's help and errors show here"
 
 
 def tab_for(path: str) -> str:
@@ -118,6 +119,10 @@ def parse_value(spec: FieldSpec, widget: Widget) -> Any:
     return text
 
 
+class FieldScroll(VerticalScroll, can_focus=False):
+    """A tab's fields: Tab goes from the tab bar straight to the first field (the focused field scrolls in)."""
+
+
 class ParametersStep(Vertical):
     # Priority, and keys a text field does not use: they work whichever field has focus.
     BINDINGS = [
@@ -137,7 +142,7 @@ class ParametersStep(Vertical):
     def compose(self) -> ComposeResult:
         with TabbedContent(*TABS, id="param-tabs"):
             for tab in TABS:
-                with TabPane(tab, id=f"tab-{tab.lower()}"), VerticalScroll():
+                with TabPane(tab, id=f"tab-{tab.lower()}"), FieldScroll():
                     for spec in self.specs.values():
                         if tab_for(spec.path) != tab:
                             continue
@@ -152,6 +157,7 @@ class ParametersStep(Vertical):
             yield Button("Changed settings", id="diff", compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#field-help", Static).update(Text(TABS_HINT, style="italic"))
         self.show_issues()
 
     def config_updated(self, config: TrainingConfig) -> None:
@@ -203,6 +209,8 @@ class ParametersStep(Vertical):
             if path in self.errors:
                 help_text.append(f"\n{self.errors[path]}", style="bold red")
             self.query_one("#field-help", Static).update(help_text)
+        else:
+            self.query_one("#field-help", Static).update(Text(TABS_HINT, style="italic"))
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -275,6 +283,11 @@ class ParametersStep(Vertical):
 
     @on(Button.Pressed, "#export")
     def action_export_preset(self) -> None:
+        if (problem := self.first_problem()) is not None:
+            widget, reason = problem  # exporting now would write the old value, not the one on screen
+            widget.focus()
+            self.notify(reason, title="Fix this first", severity="error")
+            return
         def export(path: Path | None) -> None:
             if path is None:
                 return

@@ -67,7 +67,7 @@ class StepsStep(Vertical):
             self.gpus = event.worker.result
             vram = self.query_one(f"#{VRAM_ID}", Input)
             best = self.gpus.best
-            vram.placeholder = "no GPU here: type GiB to plan for one"
+            vram.placeholder = "no GPU: type GiB"
             if best is not None and not vram.value:
                 with vram.prevent(Input.Changed):
                     vram.value = f"{best.total_gib:.1f}"

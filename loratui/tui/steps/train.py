@@ -51,6 +51,9 @@ class TrainStep(Vertical):
 
     @on(Button.Pressed, "#start")
     def start(self) -> None:
+        refuse = getattr(self.screen, "refuse_if_invalid", None)
+        if refuse is not None and refuse():
+            return  # a field shows a value the config does not hold: never train with another one
         self.query_one("#start", Button).disabled = True
         self.launch(self.config)
 
