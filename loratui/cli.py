@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from loratui import __version__
 
 # Order is the order of `loratui --help`.
-COMMAND_MODULES = ("wizard", "dataset", "captions", "plan", "preset", "train")
+COMMAND_MODULES = ("wizard", "dataset", "captions", "plan", "preset", "train", "compare")
 
 
 class CommandError(Exception):
