@@ -65,6 +65,7 @@ def _base_images(model_dir: Path) -> list[np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_grid_reference_column_is_the_base_model_and_weight_zero_matches_it(trained_run, tiny_sd1_dir, capsys):
     assert main(["compare", str(trained_run), "--weights", "0,1", "--seed", "5"]) == 0
     folder = G.latest_compare(trained_run)
@@ -113,6 +114,7 @@ def test_favourite_copies_the_checkpoint_and_records_the_weight(trained_run, cap
     assert "t-best" not in " ".join(c.label for c in G.find_checkpoints(output, "t"))
 
 
+@pytest.mark.slow
 def test_runs_in_the_background_like_training(trained_run, capsys):
     from loratui.core.run import rundir
 
