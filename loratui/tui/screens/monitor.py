@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 from loratui.core.planner import format_duration
 from loratui.core.run import rundir
 from loratui.core.run.events import EventTail, RunSnapshot
+from loratui.tui.screens.compare import CompareScreen
 from loratui.tui.screens.dialogs import ConfirmDialog
 
 POLL_SECONDS = 0.5  # a few UI updates per second, whatever the step rate
@@ -31,6 +32,7 @@ class MonitorScreen(Screen):
         Binding("s", "stop", "Stop (saves)", id="monitor.stop"),
         Binding("escape", "back", "Back to wizard", id="monitor.back"),
         Binding("q", "leave", "Quit (keeps training)", id="monitor.quit"),
+        Binding("c", "compare", "Compare checkpoints", show=False, id="monitor.compare"),
     ]
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
@@ -142,6 +144,9 @@ class MonitorScreen(Screen):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+    def action_compare(self) -> None:
+        self.app.push_screen(CompareScreen(self.run_dir))
 
     def action_leave(self) -> None:
         self.app.exit(message=f"Training continues in the background. Re-attach with: loratui attach "
