@@ -19,7 +19,8 @@ from pathlib import Path
 from loratui import __version__
 
 # Order is the order of `loratui --help`.
-COMMAND_MODULES = ("wizard", "dataset", "captions", "plan", "bench", "preset", "train", "check_model")
+COMMAND_MODULES = ("wizard", "dataset", "captions", "plan", "bench", "preset", "train", "check_model",
+                   "compare")
 
 
 class CommandError(Exception):

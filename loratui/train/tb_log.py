@@ -8,6 +8,7 @@ Folder and tag names follow sd-scripts so dashboards made for kohya runs work: `
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,23 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def open_log(cfg: TrainingConfig, run_dir: Path, main_process: bool) -> TensorBoardLog | None:
-    """The run's log on the main process (others log nothing, as accelerate's trackers do)."""
-    return TensorBoardLog(log_folder(cfg, run_dir)) if main_process else None
+class NullLog:
+    """What other processes get (accelerate's trackers log on the main one only), or a trainer without
+    the tensorboard package: training must not fail for want of a dashboard."""
+
+    def on_event(self, type_: str, fields: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_log(cfg: TrainingConfig, run_dir: Path, main_process: bool) -> TensorBoardLog | NullLog:
+    if not main_process:
+        return NullLog()
+    try:
+        return TensorBoardLog(log_folder(cfg, run_dir))
+    except ImportError:
+        print("tensorboard is not installed: no TensorBoard logs for this run (pip install tensorboard)",
+              file=sys.stderr)
+        return NullLog()

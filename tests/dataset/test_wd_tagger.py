@@ -153,3 +153,12 @@ def test_hub_id_offline_is_one_line_error(dataset, capsys, monkeypatch):
     code, _, err = _run(capsys, str(dataset), "--tagger", "wd", "--model", "SmilingWolf/not-here-tagger")
     assert code == 2
     assert err.strip().count("\n") == 0 and "download model.onnx and selected_tags.csv into a folder" in err
+
+
+def test_unreadable_image_is_named_and_the_rest_tagged(tiny_tagger, dataset, capsys):
+    (dataset / "10_girl" / "broken.png").write_bytes(b"not a png")
+    code, _out, err = _run(capsys, str(dataset), "--tagger", "wd", "--model", str(tiny_tagger))
+    assert code == 1
+    assert "broken.png" in err and "skipped" in err
+    assert (dataset / "10_girl" / "red.txt").read_text() == RED_CAPTION
+    assert not (dataset / "10_girl" / "broken.txt").exists()

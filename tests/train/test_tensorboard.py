@@ -53,3 +53,17 @@ def test_logging_dir_setting_is_honoured(tmp_path, tiny_sd1_dir, demo_dataset):
     acc = _read(tmp_path / "tb")
     assert [e.step for e in acc.Scalars("loss/current")] == [1]
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_training_without_the_tensorboard_package_logs_nothing_and_goes_on(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from loratui.core.config import TrainingConfig
+    from loratui.train.tb_log import NullLog, open_log
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    log = open_log(TrainingConfig(), tmp_path, main_process=True)
+    assert isinstance(log, NullLog)
+    log.on_event("step", {"step": 1, "loss": 0.1, "avg_loss": 0.1, "lrs": {}})
+    assert not (tmp_path / "logs").exists()
+    assert "pip install tensorboard" in capsys.readouterr().err

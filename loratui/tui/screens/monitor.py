@@ -20,6 +20,7 @@ from loratui.core.planner import format_duration
 from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
 from loratui.core.run.events import EventTail, RunSnapshot
+from loratui.tui.screens.compare import CompareScreen
 from loratui.tui.screens.dialogs import ConfirmDialog
 
 POLL_SECONDS = 0.5  # a few UI updates per second, whatever the step rate
@@ -35,6 +36,7 @@ class MonitorScreen(Screen):
         Binding("s", "stop", "Stop", id="monitor.stop", tooltip="Stop training (finishes the step, saves)"),
         Binding("escape", "back", "Wizard", id="monitor.back", tooltip="Back to the wizard (training goes on)"),
         Binding("q", "leave", "Quit", id="monitor.quit", tooltip="Quit the app (a running trainer keeps going)"),
+        Binding("c", "compare", "Compare checkpoints", show=False, id="monitor.compare"),
     ]
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
@@ -179,6 +181,9 @@ class MonitorScreen(Screen):
         if state == "running":
             return f"Training continues in the background. Re-attach with: loratui attach {self.run_dir.name}"
         return f"Run {self.run_dir.name} is {state}; its files are in {self.run_dir}"
+
+    def action_compare(self) -> None:
+        self.app.push_screen(CompareScreen(self.run_dir))
 
     def action_leave(self) -> None:
         self.app.exit(message=self.leave_message())
