@@ -28,6 +28,9 @@ CONFIG_ROOT = SHIPPED_CONFIGS  # where config_dir() looks; tests point it at the
 LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sd2-v": 0.18215, "sdxl": 0.13025}
 
 
+_TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+
+
 class ModelLoadError(RuntimeError):
     """The base model cannot be loaded; the message says what to do."""
 
@@ -110,8 +113,11 @@ def _load_single_file(cfg: TrainingConfig, path: Path) -> tuple[object, Checkpoi
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     # config= a shipped folder plus local_files_only: diffusers reads every config from disk, never the hub.
     # Pickle files go through diffusers' loader, which calls torch.load(weights_only=True).
+    # Building the models in the file's own dtype lets them take over the loaded tensors: without it an fp16
+    # file is upcast to fp32 while the fp16 copy is still held (3x the file size in RAM instead of ~1x).
     pipe = _pipeline_class(cfg.model.is_sdxl).from_single_file(
-        str(path), config=str(config_dir(family)), local_files_only=True, **extra)
+        str(path), config=str(config_dir(family)), local_files_only=True,
+        torch_dtype=_TORCH_DTYPES.get(info.dtype or ""), **extra)
     return pipe, info
 
 
@@ -141,7 +147,8 @@ def load_models(cfg: TrainingConfig) -> Models:
     except Exception as exc:  # diffusers raises many types for a bad checkpoint
         raise ModelLoadError(f"{cfg.model.pretrained_model_name_or_path}: cannot be loaded as "
                              f"{cfg.model.model_family} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                             "check model.model_family (`loratui check-model FILE` tells it)") from exc
+                             "check model.model_family (`loratui check-model FILE` reads it from a "
+                             ".safetensors file)") from exc
     if cfg.model.vae:
         pipe.vae = load_vae(cfg.model.vae, cfg.model.model_family)
     if info is not None or cfg.model.vae:
