@@ -424,6 +424,10 @@ def check_config(cfg: TrainingConfig, cuda_available: bool | None = None) -> lis
     if data.keep_tokens and not data.shuffle_caption and not data.caption_tag_dropout_rate:
         add("info", "dataset.keep_tokens", "keep_tokens only matters with shuffle or tag dropout",
             "turn on shuffle_caption, or leave it")
+    if data.keep_tokens_separator and not data.shuffle_caption and not data.caption_tag_dropout_rate:
+        add("warning", "dataset.keep_tokens_separator", f"without shuffle or tag dropout the separator "
+            f"'{data.keep_tokens_separator}' stays in the captions and is trained literally (as in sd-scripts)",
+            "turn on shuffle_caption, or remove the separator from the captions")
     if cfg.advanced.clip_skip > 1 and cfg.model.is_sdxl:
         add("warning", "advanced.clip_skip", "SDXL models are not trained with clip skip",
             "set clip_skip to 1")

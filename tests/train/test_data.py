@@ -88,3 +88,13 @@ def test_keep_tokens_separator_as_sd_scripts_process_caption():
     # without shuffle or tag dropout sd-scripts passes the caption through, separator and all
     plain = _cfg("/x", dataset__keep_tokens_separator="|||")
     assert process_caption(caption, plain, rng, 0) == caption
+
+
+def test_a_separator_without_shuffle_is_flagged():
+    from loratui.core.config import check_config
+
+    flagged = [i for i in check_config(_cfg("/x", dataset__keep_tokens_separator="|||"), cuda_available=False)
+               if i.path == "dataset.keep_tokens_separator"]
+    assert flagged and "trained literally" in flagged[0].why
+    shuffled = _cfg("/x", dataset__keep_tokens_separator="|||", dataset__shuffle_caption=True)
+    assert not [i for i in check_config(shuffled, cuda_available=False) if i.path == "dataset.keep_tokens_separator"]

@@ -86,3 +86,26 @@ def test_accumulation_syncs_at_each_epoch_end(tmp_path):
         assert sorted(names) == sorted(f"{i}.png" for i in range(10)), f"epoch {epoch} used every image once"
     # the cosine schedule runs to its end rather than stopping at a quarter of its peak
     assert rec.of("step")[-1]["lrs"]["unet"] == pytest.approx(_expected_lrs(cfg, 9, 0)[-1][0])
+
+
+def test_adafactor_defaults_follow_sd_scripts_get_optimizer(tiny_sd1_dir, demo_dataset):
+    """``train_util.get_optimizer``: relative_step=True unless told (its own LR, group LRs dropped, reported by
+    AdafactorSchedule); warmup_init forces it on; relative_step=False uses the configured LR and scheduler."""
+    from loratui.train.optim import make_optimizer, make_scheduler
+
+    def build(args):
+        cfg = make_config(tiny_sd1_dir, demo_dataset, optimizer__optimizer_type="Adafactor",
+                          optimizer__optimizer_args=args, schedule__lr_scheduler="linear")
+        warnings: list[str] = []
+        groups = [{"params": [torch.nn.Parameter(torch.ones(4, 4))], "lr": 1e-3, "name": "unet"}]
+        optimizer = make_optimizer(cfg, groups, warnings.append)
+        return optimizer, make_scheduler(cfg, optimizer, 10), warnings
+
+    optimizer, scheduler, warnings = build({})
+    assert optimizer.defaults["relative_step"] is True and optimizer.defaults["lr"] is None
+    assert type(scheduler).__name__ == "AdafactorSchedule"
+    assert any("relative_step=True" in w for w in warnings)
+    assert build({"warmup_init": True, "relative_step": False})[0].defaults["relative_step"] is True
+    optimizer, scheduler, warnings = build({"relative_step": False})
+    assert optimizer.defaults["relative_step"] is False and not warnings
+    assert scheduler.get_last_lr() == [1e-3]

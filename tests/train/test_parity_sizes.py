@@ -17,6 +17,15 @@ from loratui.train.loop import Trainer
 from .conftest import Recorder, make_config
 
 
+def _conv_only_vae() -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                         up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=4,
+                         layers_per_block=1, mid_block_add_attention=False).eval()
+
+
 def sd_scripts_time_ids(original: tuple[int, int], bucket: tuple[int, int], flipped: bool = False) -> list[int]:
     """The rule of ``get_crop_ltrb``, written out here: fit the image inside the bucket keeping its aspect ratio,
     floor-halve the margins; a flipped image's left is bucket width minus crop right."""
@@ -62,6 +71,8 @@ def test_time_ids_reach_the_unet_with_and_without_the_latent_cache(tmp_path, tin
                       dataset__cache_latents=True)
     trainer = Trainer(cfg, tmp_path / "run", Recorder())
     trainer.setup()
+    # a conv-only, one-level VAE: the tiny model's mid-block attention over a 1024×768 latent would take minutes
+    trainer.models.vae = trainer.latents.vae = _conv_only_vae()
     Image.new("RGB", (800, 600), (10, 200, 30)).save(tmp_path / "p.png")
     items = [D.Item(tmp_path / "p.png", "sks", (1024, 768), False, "photos", 1, (800, 600))]
     want = torch.tensor([sd_scripts_time_ids((800, 600), (1024, 768))])
@@ -77,15 +88,13 @@ def test_time_ids_reach_the_unet_with_and_without_the_latent_cache(tmp_path, tin
         latents, time_ids = trainer._latents_for(items, random.Random(0))
         assert latents.shape[0] == 1 and torch.equal(time_ids, want)
 
-    fresh = D.LatentCache(trainer.models.vae, trainer.device, torch.float32, tmp_path / "cache")
+    fresh = D.LatentCache(_conv_only_vae(), trainer.device, torch.float32, tmp_path / "cache")
     _, size = fresh.get(items[0], False)
     assert fresh.hits_on_disk == 1 and torch.equal(torch.tensor([size.time_ids(False)]), want)
 
 
-def test_flipped_latents_carry_the_mirrored_crop(tmp_path, tiny_sdxl_dir):
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL.from_pretrained(tiny_sdxl_dir / "vae")
+def test_flipped_latents_carry_the_mirrored_crop(tmp_path):
+    vae = _conv_only_vae()
     path = tmp_path / "q.png"
     Image.new("RGB", (100, 60)).save(path)
     item = D.Item(path, "x", (64, 32), False, "f", 1, (100, 60))
