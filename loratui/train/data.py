@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ class DatasetInfo:
     dataset_dirs: dict[str, dict[str, int]]
     reg_dataset_dirs: dict[str, dict[str, int]]
     tag_frequency: dict[str, dict[str, int]]
-    layout: EpochLayout | None = None  # None: items given directly (loratui bench)
+    layout: EpochLayout = field(default_factory=EpochLayout)  # set by load_dataset; empty for hand-made items
 
     @property
     def images_with_repeats(self) -> int:
