@@ -431,14 +431,16 @@ def run_bench(cfg: TrainingConfig, family: str, batches: list[int], warmup: int 
         _free_memory(device)  # our models go before the bare loop builds its own
         notes: list[str] = []
         fitted = [r.batch for r in rows if not r.oom]
-        if bare and cfg.network.network_type == "lora" and not cfg.network.use_dora and fitted:
+        net, optimizer = cfg.network, cfg.optimizer.optimizer_type
+        plain = net.network_type == "lora" and not net.use_dora and optimizer == "AdamW"
+        if bare and plain and fitted:
             bare_speed = bench_bare(cfg, device_models, items, fitted, warmup, steps, device, progress)
             for row in rows:
                 if row.batch in bare_speed and row.it_per_s:
                     row.bare_it_per_s = bare_speed[row.batch]
                     row.ratio = round(row.it_per_s / row.bare_it_per_s, 3)
         elif bare:
-            notes.append("the bare diffusers+peft loop covers plain LoRA only: no ratio for this network")
+            notes.append("the bare diffusers+peft loop covers LoRA with AdamW only: no ratio for these settings")
     peak_tflops = bf16_peak_tflops(gpu)
     if gpu and peak_tflops is None:
         notes.append(f"no dense bf16 peak known for {gpu}: no MFU")

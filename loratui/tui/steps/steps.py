@@ -10,11 +10,12 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
+from loratui.core.bench_store import find_result
 from loratui.core.config import TrainingConfig
 from loratui.core.dataset.report import DatasetReport
 from loratui.core.gpu import GpuDetection, detect_gpus
 from loratui.core.planner import FolderCount, format_duration, plan_from_config
-from loratui.core.speed import estimate_seconds
+from loratui.core.speed import time_estimate
 from loratui.core.vram import estimate_vram, suggest_batch
 from loratui.tui.messages import ConfigChanged
 
@@ -132,9 +133,10 @@ class StepsStep(VerticalScroll):
         table.add_row("Checkpoints", f"{len(plan.checkpoint_epochs)}: after epoch "
                       + ", ".join(map(str, plan.checkpoint_epochs)))
         best = self.gpus.best if self.gpus else None
-        seconds = estimate_seconds(plan.total_steps, cfg, best.name if best else None)
+        timing = time_estimate(plan.total_steps, cfg, best.name if best else None)
         where = best.name if best else "this CPU"
-        table.add_row("Time estimate", f"~{format_duration(seconds)} on {where} (rough)")
+        table.add_row("Time estimate", f"~{format_duration(timing.seconds)} on {where} "
+                      f"({'measured' if timing.measured else 'rough'})")
         vram = estimate_vram(cfg)
         table.add_row("VRAM estimate", f"{vram.peak_gib:.1f} GiB at batch {cfg.schedule.train_batch_size}")
         if self.gpus is None:
@@ -142,7 +144,9 @@ class StepsStep(VerticalScroll):
         elif best is None:
             table.add_row("GPU", self.gpus.message)
         else:
-            suggestion = suggest_batch(cfg, best.total_gib)
+            fill = max(plan.buckets.values()) if plan.buckets else plan.images_with_repeats
+            suggestion = suggest_batch(cfg, best.total_gib, gpu_name=best.name, fill_limit=fill or None,
+                                       result=find_result(cfg, best.name))
             table.add_row("GPU", f"{best.name}, {best.total_gib:.1f} GiB ({self.gpus.source})")
             table.add_row("Suggested batch", Text(suggestion.message, style="green" if suggestion.batch else "red"))
         for note in plan.notes:
