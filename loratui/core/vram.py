@@ -102,7 +102,9 @@ def _largest_fitting(cfg: TrainingConfig, budget: float, max_batch: int, result:
     best = None
     oom = bench_store.first_oom_batch(result) if result else None
     for batch in range(1, max_batch + 1):
-        if (oom is not None and batch >= oom) or peak_for(cfg, batch, result)[0] > budget:
+        peak, measured = peak_for(cfg, batch, result)
+        need = peak + CUDA_CONTEXT_GIB if measured else peak  # the bench's peak leaves out the CUDA context
+        if (oom is not None and batch >= oom) or need > budget:
             break
         best = batch
     return best

@@ -185,12 +185,11 @@ class Trainer:
     def _latents_for(self, batch: list[D.Item], rng: random.Random) -> torch.Tensor:
         flips = [self.cfg.dataset.flip_aug and rng.random() < 0.5 for _ in batch]
         if self.latents is not None:
-            return torch.stack([self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)])
+            latents = [self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)]
+            return self.to_device(torch.stack(latents))
         pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory()  # page-locked: the copy below runs asynchronously
         with torch.no_grad():
-            dist = self.models.vae.encode(pixels.to(self.device, torch.float32, non_blocking=True)).latent_dist
+            dist = self.models.vae.encode(self.to_device(pixels).float()).latent_dist
         return dist.sample() * self.models.vae.config.scaling_factor
 
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -199,7 +198,7 @@ class Trainer:
         hidden, pooled = [], None
         chunks = self.cfg.advanced.max_token_length // 75
         for index, (tok, te) in enumerate(zip(m.tokenizers, m.text_encoders, strict=True)):
-            ids = _chunked_ids(tok, captions, chunks).to(self.device)
+            ids = self.to_device(_chunked_ids(tok, captions, chunks))
             states, pool = [], None
             for chunk in ids.split(tok.model_max_length, dim=1):
                 out = te(chunk, output_hidden_states=True)
@@ -247,20 +246,23 @@ class Trainer:
         extra = {}
         if m.is_sdxl:
             h, w = batch[0].bucket[1], batch[0].bucket[0]
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]] * len(batch), device=self.device, dtype=hidden.dtype)
+            time_ids = self.to_device(torch.tensor([[h, w, 0, 0, h, w]] * len(batch), dtype=hidden.dtype))
             extra = {"added_cond_kwargs": {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}}
         with self.accelerator.autocast():
             pred = m.unet(noisy, timesteps, hidden.to(self.weight_dtype), **extra).sample
         target = m.noise_scheduler.get_velocity(latents, noise, timesteps) if m.v_prediction else noise
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        weights = torch.tensor([cfg.dataset.prior_loss_weight if i.is_reg else 1.0 for i in batch], device=loss.device)
-        loss = loss * weights
+        if any(i.is_reg for i in batch):
+            weights = torch.tensor([cfg.dataset.prior_loss_weight if i.is_reg else 1.0 for i in batch])
+            loss = loss * self.to_device(weights)
         if cfg.advanced.min_snr_gamma:
             loss = loss * self._min_snr_weights(timesteps)
         return loss.mean()
 
     def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        alphas = self.models.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
+        scheduler = self.models.noise_scheduler
+        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(self.device)  # once; a per-step copy would sync
+        alphas = scheduler.alphas_cumprod[timesteps]
         snr = alphas / (1 - alphas)
         clipped = torch.clamp(snr, max=self.cfg.advanced.min_snr_gamma)
         return clipped / (snr + 1) if self.models.v_prediction else clipped / snr
@@ -316,6 +318,13 @@ class Trainer:
                 break
         return self.last_saved
 
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Host tensor → training device without a host sync: a copy from pageable memory waits for the GPU,
+        one from page-locked memory does not (the per-step latents, token ids and conditioning go this way)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def generator(self, seed: int) -> torch.Generator:
         """Noise and timesteps are drawn on the training device: no host-to-device copy per step."""
         return torch.Generator(self.device).manual_seed(seed)
@@ -348,7 +357,16 @@ class Trainer:
                   steps_per_epoch=self.steps_per_epoch, images=len(self.data.items),
                   reg_images=len(self.data.reg_items), images_with_repeats=self.data.images_with_repeats,
                   buckets=buckets, device=str(self.device), processes=self.world, step=p.step,
-                  trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir))
+                  trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir),
+                  **self._first_eta(p))
+
+    def _first_eta(self, p: Progress) -> dict:
+        """The ETA before any step is timed: from a matching `loratui bench` result, else the rough estimate."""
+        from loratui.core.speed import time_estimate
+
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        estimate = time_estimate(self.total_steps - p.step, self.cfg, gpu)
+        return {"eta_s": round(estimate.seconds, 1), "eta_basis": estimate.label}
 
     def _emit_step(self, p: Progress, loss: float, timer: _Pace, epoch: int) -> None:
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
