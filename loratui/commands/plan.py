@@ -99,7 +99,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     gpu = detection.best
     name = args.gpu_name or (gpu.name if gpu else None)
     total = args.vram if args.vram is not None else (gpu.total_gib if gpu and not args.gpu_name else None)
-    result = find_result(cfg, name)
+    # with --vram and no GPU named, a result measured on this CPU says nothing about that card
+    result = find_result(cfg, name) if name or args.vram is None else None
     print_vram_and_batch(plan, cfg, name, total, result, detection.message, given=args.vram is not None)
     print_time_and_cost(plan, cfg, name, args)
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from loratui.core import bench_store
+from loratui.core import bench_store, measured_speed
 from loratui.core.config import TrainingConfig
 
 # images per second at the family's native resolution on the reference card
@@ -99,6 +99,13 @@ def time_estimate(total_steps: int, cfg: TrainingConfig, gpu_name: str | None,
         how = "at this batch" if measured.exact else "interpolated between measured batches"
         return TimeEstimate(total_steps * per_step, per_step, True,
                             f"loratui bench, {how}")
+    images = batch * cfg.optimizer.gradient_accumulation_steps
+    # the speed a real run reached here (the monitor records it); `root` is a bench folder beside that file
+    store = root.parent / measured_speed.FILE_NAME if root is not None else None
+    reached = measured_speed.images_per_second(gpu_name or "cpu", cfg.dataset.resolution, store)
+    if reached:
+        per_step = images / reached
+        return TimeEstimate(total_steps * per_step, per_step, True, "an earlier run on this machine")
     per_step = seconds_per_step(cfg, gpu_name)
     return TimeEstimate(total_steps * per_step, per_step, False, "published speeds; run `loratui bench` to measure")
 

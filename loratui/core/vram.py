@@ -3,7 +3,7 @@
 Where the numbers come from:
 - Weights: parameter counts of the released models (SD1.x UNet 860M, CLIP-L 123M, VAE 84M; SD2 UNet 866M,
   OpenCLIP-H text 354M; SDXL UNet 2,567M, CLIP-L 123M + OpenCLIP-bigG 695M) at 2 bytes (fp16/bf16) or 4 (fp32).
-  Frozen parts that are cached (latents → VAE, text-encoder outputs → text encoders) leave the GPU.
+  The trainer keeps every part on the GPU, cached or not (the VAE in fp32), so all of them count.
 - Activations per image of batch, measured from the model configs at their native resolution with
   SDPA: SD1.5 at 512² ~0.66 GiB (0.14 GiB with gradient checkpointing); SDXL at 1024² ~4.44 GiB (0.45 GiB).
   They scale with pixel count; fp32 doubles them.
@@ -70,11 +70,10 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     batch = batch or cfg.schedule.train_batch_size
     weight_bytes = 4 if cfg.precision.mixed_precision == "no" else 2
     trains_te = cfg.trains_text_encoder
-    parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": unet_p * weight_bytes / GIB}
-    if trains_te or not cfg.advanced.cache_text_encoder_outputs:
-        parts["text encoder"] = te_p * weight_bytes / GIB
-    if not cfg.dataset.cache_latents:
-        parts["vae"] = vae_p * weight_bytes / GIB
+    # loratui's trainer keeps the text encoders and the VAE (fp32, for samples) on the GPU even when their
+    # outputs are cached; kohya moves them off, which is why its published 8 GB SDXL fit needs less
+    parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": unet_p * weight_bytes / GIB,
+             "text encoder": te_p * weight_bytes / GIB, "vae": vae_p * 4 / GIB}
     scale = (cfg.dataset.resolution / native) ** 2
     per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) * scale
     if weight_bytes == 4:
@@ -102,7 +101,9 @@ def _largest_fitting(cfg: TrainingConfig, budget: float, max_batch: int, result:
     best = None
     oom = bench_store.first_oom_batch(result) if result else None
     for batch in range(1, max_batch + 1):
-        if (oom is not None and batch >= oom) or peak_for(cfg, batch, result)[0] > budget:
+        peak, measured = peak_for(cfg, batch, result)
+        need = peak + CUDA_CONTEXT_GIB if measured else peak  # the bench's peak leaves out the CUDA context
+        if (oom is not None and batch >= oom) or need > budget:
             break
         best = batch
     return best

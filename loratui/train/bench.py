@@ -432,14 +432,16 @@ def run_bench(cfg: TrainingConfig, family: str, batches: list[int], warmup: int 
         _free_memory(device)  # our models go before the bare loop builds its own
         notes: list[str] = []
         fitted = [r.batch for r in rows if not r.oom]
-        if bare and cfg.network.network_type == "lora" and not cfg.network.use_dora and fitted:
+        net, optimizer = cfg.network, cfg.optimizer.optimizer_type
+        plain = net.network_type == "lora" and not net.use_dora and optimizer == "AdamW"
+        if bare and plain and fitted:
             bare_speed = bench_bare(cfg, device_models, items, fitted, warmup, steps, device, progress)
             for row in rows:
                 if row.batch in bare_speed and row.it_per_s:
                     row.bare_it_per_s = bare_speed[row.batch]
                     row.ratio = round(row.it_per_s / row.bare_it_per_s, 3)
         elif bare:
-            notes.append("the bare diffusers+peft loop covers plain LoRA only: no ratio for this network")
+            notes.append("the bare diffusers+peft loop covers LoRA with AdamW only: no ratio for these settings")
     peak_tflops = bf16_peak_tflops(gpu)
     if gpu and peak_tflops is None:
         notes.append(f"no dense bf16 peak known for {gpu}: no MFU")
@@ -450,11 +452,16 @@ def run_bench(cfg: TrainingConfig, family: str, batches: list[int], warmup: int 
     return _result(cfg, family, gpu, device, rows, flops, peak_tflops, warmup, steps, notes)
 
 
+def _sig(value: float | None) -> float | None:
+    """Four significant digits: enough for speeds from 0.01 it/s (CPU) to 100 it/s."""
+    return float(f"{value:.4g}") if value else None
+
+
 def _fill_derived(row: Row, cfg: TrainingConfig, family: str, flops: float | None, peak: float | None) -> None:
     if row.oom:
         return
-    row.it_per_s = round(row.it_per_s, 4) if row.it_per_s else None
-    row.images_per_s = round(row.images_per_s, 4) if row.images_per_s else None
+    row.it_per_s = _sig(row.it_per_s)
+    row.images_per_s = _sig(row.images_per_s)
     if family != "tiny":
         row.estimated_vram_gib = estimate_vram(cfg, row.batch).peak_gib
         if row.peak_vram_gib:
@@ -462,7 +469,7 @@ def _fill_derived(row: Row, cfg: TrainingConfig, family: str, flops: float | Non
     if flops and peak and row.images_per_s:
         row.mfu_pct = round(flops * row.images_per_s / (peak * 1e12) * 100, 1)
     if row.bare_it_per_s:
-        row.bare_it_per_s = round(row.bare_it_per_s, 4)
+        row.bare_it_per_s = _sig(row.bare_it_per_s)
 
 
 def _result(cfg: TrainingConfig, family: str, gpu: str | None, device: torch.device, rows: list[Row],

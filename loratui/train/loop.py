@@ -196,7 +196,7 @@ class Trainer:
         flips = [self.cfg.dataset.flip_aug and rng.random() < 0.5 for _ in batch]
         if self.latents is not None:
             cached = [self.latents.get(item, flip) for item, flip in zip(batch, flips, strict=True)]
-            latents = torch.stack([latent for latent, _ in cached])
+            latents = self.to_device(torch.stack([latent for latent, _ in cached]))
             sizes = [size for _, size in cached]
         else:
             pixels = torch.stack([D.load_image(i.path, i.bucket, f) for i, f in zip(batch, flips, strict=True)])
@@ -254,14 +254,17 @@ class Trainer:
             pred = m.unet(noisy, timesteps, hidden.to(self.weight_dtype), **extra).sample
         target = m.noise_scheduler.get_velocity(latents, noise, timesteps) if m.v_prediction else noise
         loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        weights = torch.tensor([cfg.dataset.prior_loss_weight if i.is_reg else 1.0 for i in batch], device=loss.device)
-        loss = loss * weights
+        if any(i.is_reg for i in batch):
+            weights = torch.tensor([cfg.dataset.prior_loss_weight if i.is_reg else 1.0 for i in batch])
+            loss = loss * self.to_device(weights)
         if cfg.advanced.min_snr_gamma:
             loss = loss * self._min_snr_weights(timesteps)
         return loss.mean()
 
     def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        alphas = self.models.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
+        scheduler = self.models.noise_scheduler
+        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(self.device)  # once; a per-step copy would sync
+        alphas = scheduler.alphas_cumprod[timesteps]
         snr = alphas / (1 - alphas)
         clipped = torch.clamp(snr, max=self.cfg.advanced.min_snr_gamma)
         return clipped / (snr + 1) if self.models.v_prediction else clipped / snr
@@ -322,6 +325,13 @@ class Trainer:
             self.save_checkpoint(p, checkpoint_filename(cfg.saving.output_name, None), p.epoch, final=True)
         return self.last_saved
 
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Host tensor → training device without a host sync: a copy from pageable memory waits for the GPU,
+        one from page-locked memory does not (the per-step latents, token ids and conditioning go this way)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def generator(self, seed: int) -> torch.Generator:
         """Noise and timesteps are drawn on the training device: no host-to-device copy per step."""
         return torch.Generator(self.device).manual_seed(seed)
@@ -375,7 +385,16 @@ class Trainer:
                   steps_per_epoch=self.steps_per_epoch, images=len(self.data.items),
                   reg_images=len(self.data.reg_items), images_with_repeats=self.data.images_with_repeats,
                   buckets=buckets, device=str(self.device), processes=self.world, step=p.step,
-                  trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir))
+                  trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir),
+                  **self._first_eta(p))
+
+    def _first_eta(self, p: Progress) -> dict:
+        """The ETA before any step is timed: from a matching `loratui bench` result, else the rough estimate."""
+        from loratui.core.speed import time_estimate
+
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        estimate = time_estimate(self.total_steps - p.step, self.cfg, gpu)
+        return {"eta_s": round(estimate.seconds, 1), "eta_basis": estimate.label}
 
     def _emit_step(self, p: Progress, loss: float, timer: _Pace, epoch: int) -> None:
         fields = {"step": p.step, "epoch": epoch + 1, "loss": round(loss, 6), "avg_loss": round(_mean(p.losses), 6),

@@ -12,12 +12,12 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
-from loratui.core import measured_speed
+from loratui.core.bench_store import find_result
 from loratui.core.config import TrainingConfig, issues_from_validation_error
 from loratui.core.dataset.report import DatasetReport
 from loratui.core.gpu import GpuDetection, detect_gpus
 from loratui.core.planner import FolderCount, format_duration, plan_from_config
-from loratui.core.speed import estimate_seconds
+from loratui.core.speed import time_estimate
 from loratui.core.vram import estimate_vram, suggest_batch
 from loratui.tui.messages import ConfigChanged
 
@@ -190,16 +190,10 @@ class StepsStep(Vertical):
         plan_box.update(self._plan_table(plan))
 
     def _time_row(self, total_steps: int) -> str:
-        cfg = self.config
         best = self.gpus.best if self.gpus else None
-        device = best.name if best else "cpu"
-        images = cfg.schedule.train_batch_size * cfg.optimizer.gradient_accumulation_steps
-        measured = measured_speed.measured_seconds(total_steps, images, device, cfg.dataset.resolution)
+        timing = time_estimate(total_steps, self.config, best.name if best else None)
         where = best.name if best else "this CPU"
-        if measured is not None:
-            return f"{format_duration(measured)} on {where} (measured by an earlier run)"
-        seconds = estimate_seconds(total_steps, cfg, best.name if best else None)
-        return f"~{format_duration(seconds)} on {where} (estimated; measured after a first run)"
+        return f"~{format_duration(timing.seconds)} on {where} ({timing.label}: {timing.basis})"
 
     def _plan_table(self, plan) -> Table:
         cfg = self.config
@@ -226,7 +220,10 @@ class StepsStep(Vertical):
             table.add_row("GPU", f"{best.name}, {best.total_gib:.1f} GiB ({self.gpus.source})")
         gib = self.vram_gib()
         if gib is not None:
-            suggestion = suggest_batch(cfg, gib)
+            fill = max(plan.buckets.values()) if plan.buckets else plan.images_with_repeats
+            name = best.name if best else None
+            suggestion = suggest_batch(cfg, gib, gpu_name=name, fill_limit=fill or None,
+                                       result=find_result(cfg, name) if name else None)
             table.add_row("Suggested batch", Text(f"for {gib:g} GiB: {suggestion.message}",
                                                   style="green" if suggestion.batch else "red"))
         for note in plan.notes:
