@@ -123,10 +123,10 @@ class OptimizerSection(Section):
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra optimizer arguments, e.g. weight_decay: 0.01, betas: [0.9, 0.99]."
     )
-    learning_rate: float = Field(1e-4, gt=0, le=100, description="Base learning rate (1e-4 typical; 1.0 for Prodigy).")
-    unet_lr: float | None = Field(None, gt=0, le=100, description="UNet learning rate; the base rate when empty.")
+    learning_rate: float = Field(1e-4, gt=0, description="Base learning rate (1e-4 typical; 1.0 for Prodigy).")
+    unet_lr: float | None = Field(None, gt=0, description="UNet learning rate; the base rate when empty.")
     text_encoder_lr: float | None = Field(
-        None, ge=0, le=100, description="Text-encoder learning rate; ~1/2-1/10 of the UNet's (5e-5 typical)."
+        None, ge=0, description="Text-encoder learning rate; ~1/2-1/10 of the UNet's (5e-5 typical)."
     )
     max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="Clip gradients to this norm (0: no clipping).")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Batches summed per optimizer step.")

@@ -89,17 +89,17 @@ class TimeEstimate:
 
 def time_estimate(total_steps: int, cfg: TrainingConfig, gpu_name: str | None,
                   root: Path | None = None) -> TimeEstimate:
-    """Measured images/s from a stored bench result for this GPU and settings, else the rough estimate."""
+    """Measured images/s from a stored bench result for this GPU and settings, else the speed a run reached on
+    this device at this resolution, else the rough estimate."""
     result = bench_store.find_result(cfg, gpu_name, root)
     batch = cfg.schedule.train_batch_size
     measured = bench_store.images_per_s_at(result, batch) if result else None
+    images = batch * cfg.optimizer.gradient_accumulation_steps
     if measured is not None:
-        images = batch * cfg.optimizer.gradient_accumulation_steps
         per_step = images / measured.value
         how = "at this batch" if measured.exact else "interpolated between measured batches"
         return TimeEstimate(total_steps * per_step, per_step, True,
                             f"loratui bench, {how}")
-    images = batch * cfg.optimizer.gradient_accumulation_steps
     # the speed a real run reached here (the monitor records it); `root` is a bench folder beside that file
     store = root.parent / measured_speed.FILE_NAME if root is not None else None
     reached = measured_speed.images_per_second(gpu_name or "cpu", cfg.dataset.resolution, store)

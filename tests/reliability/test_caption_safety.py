@@ -255,3 +255,19 @@ def test_any_captions_and_arguments_give_our_errors_or_an_exact_undo(tmp_path_fa
     if changes:
         journal.undo(root)
     assert snapshot(root) == before
+
+
+def test_an_editor_save_keeps_the_file_format(tmp_path):
+    root = dataset(tmp_path / "data", {"a": "\ufeffred\r\nblue\r\n".encode("utf-16-le"), "b": None})
+    files = {f.image.name: f for f in ops.load_captions(root)}
+    assert files["a.png"].text == "red\nblue\n"
+    journal.apply(root, [ops.edit(files["a.png"], "red, sks\nblue\n"), ops.edit(files["b.png"], "new")], "edit")
+    assert (root / "10_sks" / "a.txt").read_bytes() == "\ufeffred, sks\r\nblue\r\n".encode("utf-16-le")
+    assert (root / "10_sks" / "b.txt").read_bytes() == b"new"
+
+
+def test_a_caption_that_cannot_be_read_is_one_line(tmp_path):
+    root = dataset(tmp_path / "data", {"a": None})
+    (root / "10_sks" / "a.txt").mkdir()  # a folder where the caption should be
+    line = one_line_error(loratui("captions", str(root), "prefix", "x, "))
+    assert "a.txt: cannot be read" in line

@@ -60,7 +60,7 @@ def test_oversized_files_and_alias_bombs_are_refused_quickly(tmp_path):
     ("schedule:\n  max_train_epochs: 10000000\n", "schedule.max_train_epochs"),
     ("schedule:\n  train_batch_size: 100000\n", "schedule.train_batch_size"),
     ("network:\n  network_dim: true\n", "network.network_dim"),
-    ("optimizer:\n  learning_rate: .inf\n", "optimizer.learning_rate"),
+    ("network:\n  network_alpha: .inf\n", "network.network_alpha"),
     ("optimizer:\n  learning_rate: .nan\n", "optimizer.learning_rate"),
     ("dataset:\n  repeats: {10_a: true}\n", "dataset.repeats.10_a"),
 ])

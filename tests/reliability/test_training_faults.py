@@ -90,15 +90,17 @@ def test_disk_full_mid_run_ends_with_an_error_event_and_exit_status(tmp_path, ti
     home, copy = tmp_path / "home", tmp_path / "copy"
     home.mkdir()
     (tmp_path / "fill.py").write_text(FILL_WHEN_TRAINING)
-    # In a private mount namespace: a 24 MiB disk for the runs; fill it once training is under way; train in
-    # the foreground; copy the run directory out before the namespace (and its disk) goes away.
-    script = (f"mount -t tmpfs -o size=24m tmpfs {home} && mkdir {home}/runs && "
-              f"({sys.executable} {tmp_path / 'fill.py'} {home}/runs &) && "
-              f"{sys.executable} -m loratui train {config}; echo $? > {tmp_path / 'code'}; "
+    # In a private mount namespace: a small disk of its own for the runs (big enough for the pre-flight's
+    # estimate); fill it once training is under way; train in the foreground; copy the run directory out
+    # before the namespace (and its disk) goes away.
+    script = (f"mount -t tmpfs -o size=200m tmpfs {home} && mkdir {home}/runs && "
+              f"{{ {sys.executable} {tmp_path / 'fill.py'} {home}/runs & }} && FILL=$! && "
+              f"{sys.executable} -m loratui train {config}; echo $? > {tmp_path / 'code'}; kill $FILL; "
               f"cp -r {home}/runs {copy}")
     env = {**os.environ, "PYTHONPATH": str(REPO), "LORATUI_HOME": str(home)}
-    subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, timeout=900, capture_output=True)
-    assert (tmp_path / "code").read_text().strip() == "1"
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, timeout=900, capture_output=True,
+                         text=True)
+    assert (tmp_path / "code").read_text().strip() == "1", out.stdout[-2000:] + out.stderr[-2000:]
     run_dir = next(p for p in copy.iterdir() if p.is_dir())
     status = json.loads((run_dir / rundir.EXIT_STATUS).read_text())
     assert status["state"] == "failed" and status["code"] == 1

@@ -74,11 +74,19 @@ def load_captions(root: Path, caption_ext: str = ".txt", pattern: str | None = N
     for folder in folders:
         for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
             caption = image.with_suffix(caption_ext)
-            raw = caption.read_bytes() if caption.exists() else b""
-            item = CaptionFile(image, caption, raw, caption.exists())
+            item = CaptionFile(image, caption, _read_bytes(caption), caption.exists())
             if pattern is None or matches(item, pattern):
                 files.append(item)
     return files
+
+
+def _read_bytes(caption: Path) -> bytes:
+    try:
+        return caption.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise CaptionError(f"{caption}: cannot be read ({exc.strerror or exc}); fix or remove it first") from exc
 
 
 def matches(item: CaptionFile, pattern: str) -> bool:
@@ -100,6 +108,13 @@ def plan(files: list[CaptionFile], op: TextOp) -> list[Change]:
         if new_raw != item.raw:
             changes.append(Change(item.caption, item.raw, new_raw, item.exists))
     return changes
+
+
+def edit(item: CaptionFile, new_text: str) -> Change:
+    """The change that gives ``item`` the caption ``new_text`` (an editor's save), written in the file's own
+    encoding and line ending; ``CaptionDecodeError`` when the file on disk cannot be read faithfully."""
+    fmt = read_text(item.raw, item.caption)[1] if item.exists else NEW_FILE
+    return Change(item.caption, item.raw, fmt.encode(new_text.replace("\r\n", "\n")), item.exists)
 
 
 def diff(changes: list[Change], root: Path | None = None) -> str:
