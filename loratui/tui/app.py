@@ -213,6 +213,7 @@ def run_wizard(dataset_dir: Path | None = None, preset: Path | None = None, demo
 
     plain = bool(os.environ.get("LORATUI_PLAIN_IMAGES"))
     app = make_app(dataset_dir, preset, attach, plain_images=plain)
+    # Call site for helper F's crash handler (wrap app.run so a crash saves edits and prints one line).
     app.run()
     if app.return_code:
         return app.return_code
