@@ -25,7 +25,7 @@ from .conftest import Recorder, make_config
 
 @pytest.fixture
 def offline(monkeypatch):
-    """No hub access: the hub's offline switches on, and any socket connection fails the test loudly."""
+    """No hub access: the hub's offline switches on; any name lookup or connection fails the test loudly."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     attempts: list[object] = []
@@ -34,7 +34,12 @@ def offline(monkeypatch):
         attempts.append(address)
         raise OSError(f"test is offline: connection to {address} refused")
 
+    def resolve(host, *args, **kwargs):
+        attempts.append(host)
+        raise OSError(f"test is offline: name lookup of {host} refused")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     yield attempts
     assert not attempts, f"loading tried to connect to {attempts}"
 
