@@ -200,3 +200,22 @@ def test_vae_override_from_a_diffusers_folder(monkeypatch, offline, tiny_files, 
     models = load_models(_cfg(checkpoint, "sd1", vae=str(tmp_path / "myvae")))
     assert models.vae.config.scaling_factor == 0.18215
     torch.testing.assert_close(models.vae.encoder.conv_in.weight, vae.encoder.conv_in.weight, rtol=0, atol=0)
+
+
+def test_loratui_train_with_the_wrong_family_fails_with_one_line(tmp_path, tiny_files, demo_dataset):
+    """As a user runs it: `loratui train` on an SDXL file configured as sd1 ends with the fix, no traceback."""
+    from loratui.core.presets import save_preset
+    from loratui.core.run import rundir
+    from loratui.core.run.events import read_snapshot
+
+    from .test_process import loratui
+
+    checkpoint, _ = tiny_files["sdxl"]
+    config = save_preset(make_config(checkpoint, demo_dataset, model__model_family="sd1"), tmp_path / "run.yaml")
+    out = loratui("train", str(config), home=tmp_path)
+    assert out.returncode == 1
+    run_dir = rundir.list_runs(tmp_path / "runs")[0].path
+    error = read_snapshot(run_dir / rundir.EVENTS).error["message"]
+    assert error == f"{checkpoint}: this is an SDXL checkpoint; set model.model_family: sdxl"
+    log = run_dir / rundir.LOG
+    assert "Traceback" not in out.stdout + out.stderr + (log.read_text() if log.exists() else "")
