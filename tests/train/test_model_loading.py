@@ -219,3 +219,17 @@ def test_loratui_train_with_the_wrong_family_fails_with_one_line(tmp_path, tiny_
     assert error == f"{checkpoint}: this is an SDXL checkpoint; set model.model_family: sdxl"
     log = run_dir / rundir.LOG
     assert "Traceback" not in out.stdout + out.stderr + (log.read_text() if log.exists() else "")
+
+
+@pytest.mark.parametrize(("family", "shown"), [("sd1", "SD1.x (model.model_family: sd1)"), ("sd2-v", "SD2.x"),
+                                               ("sdxl", "SDXL (model.model_family: sdxl)")])
+def test_check_model_names_the_family_of_each_test_checkpoint(tiny_files, family, shown):
+    import subprocess
+    import sys
+
+    checkpoint, _ = tiny_files[family]
+    out = subprocess.run([sys.executable, "-m", "loratui", "check-model", str(checkpoint), "--family", family],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"family:      {shown}\n" in out.stdout
+    assert "dtype:       F32" in out.stdout
