@@ -25,7 +25,7 @@ from .conftest import Recorder, make_config
 
 @pytest.fixture
 def offline(monkeypatch):
-    """No hub access: the hub's offline switches on, and any socket connection fails the test loudly."""
+    """No hub access: the hub's offline switches on; any name lookup or connection fails the test loudly."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     attempts: list[object] = []
@@ -34,7 +34,12 @@ def offline(monkeypatch):
         attempts.append(address)
         raise OSError(f"test is offline: connection to {address} refused")
 
+    def resolve(host, *args, **kwargs):
+        attempts.append(host)
+        raise OSError(f"test is offline: name lookup of {host} refused")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     yield attempts
     assert not attempts, f"loading tried to connect to {attempts}"
 
@@ -195,3 +200,36 @@ def test_vae_override_from_a_diffusers_folder(monkeypatch, offline, tiny_files, 
     models = load_models(_cfg(checkpoint, "sd1", vae=str(tmp_path / "myvae")))
     assert models.vae.config.scaling_factor == 0.18215
     torch.testing.assert_close(models.vae.encoder.conv_in.weight, vae.encoder.conv_in.weight, rtol=0, atol=0)
+
+
+def test_loratui_train_with_the_wrong_family_fails_with_one_line(tmp_path, tiny_files, demo_dataset):
+    """As a user runs it: `loratui train` on an SDXL file configured as sd1 ends with the fix, no traceback."""
+    from loratui.core.presets import save_preset
+    from loratui.core.run import rundir
+    from loratui.core.run.events import read_snapshot
+
+    from .test_process import loratui
+
+    checkpoint, _ = tiny_files["sdxl"]
+    config = save_preset(make_config(checkpoint, demo_dataset, model__model_family="sd1"), tmp_path / "run.yaml")
+    out = loratui("train", str(config), home=tmp_path)
+    assert out.returncode == 1
+    run_dir = rundir.list_runs(tmp_path / "runs")[0].path
+    error = read_snapshot(run_dir / rundir.EVENTS).error["message"]
+    assert error == f"{checkpoint}: this is an SDXL checkpoint; set model.model_family: sdxl"
+    log = run_dir / rundir.LOG
+    assert "Traceback" not in out.stdout + out.stderr + (log.read_text() if log.exists() else "")
+
+
+@pytest.mark.parametrize(("family", "shown"), [("sd1", "SD1.x (model.model_family: sd1)"), ("sd2-v", "SD2.x"),
+                                               ("sdxl", "SDXL (model.model_family: sdxl)")])
+def test_check_model_names_the_family_of_each_test_checkpoint(tiny_files, family, shown):
+    import subprocess
+    import sys
+
+    checkpoint, _ = tiny_files[family]
+    out = subprocess.run([sys.executable, "-m", "loratui", "check-model", str(checkpoint), "--family", family],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"family:      {shown}\n" in out.stdout
+    assert "dtype:       F32" in out.stdout
