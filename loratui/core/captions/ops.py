@@ -135,6 +135,8 @@ def _tags_arg(value: str, what: str) -> list[str]:
     tags = split_tags(value)
     if not tags:
         raise CaptionError(f"{what} {value!r} is empty; give at least one tag")
+    if "\n" in value or "\r" in value:
+        raise CaptionError(f"{what} {value!r} holds a line break; a tag is part of one line")
     return tags
 
 
