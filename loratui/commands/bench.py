@@ -13,14 +13,14 @@ from loratui.cli import CommandError
 from loratui.core.config import TrainingConfig
 from loratui.core.presets import PresetError, apply_overrides, load_config, resolve_preset
 
-FAMILIES = ("tiny", "sd1", "sd2", "sd2-v", "sdxl")
+FAMILIES = ("tiny", "tiny-sdxl", "sd1", "sd2", "sd2-v", "sdxl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure training speed and GPU memory per batch size on this machine")
     p.add_argument("--config", help="bench this config or preset (its checkpoint, if it names one)")
     p.add_argument("--family", choices=FAMILIES,
-                   help="bench this architecture with random weights (tiny: the CPU demo model)")
+                   help="bench this architecture with random weights (tiny, tiny-sdxl: CPU-sized test models)")
     p.add_argument("--resolution", type=int, help="image side in pixels (default: the family's native)")
     p.add_argument("--batch", help="comma-separated batch sizes (default 1,2,4,8,… until out of memory)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per batch size (default 10)")
@@ -54,7 +54,7 @@ def _config(args: argparse.Namespace) -> tuple[TrainingConfig, str]:
     except PresetError as exc:
         raise CommandError(str(exc)) from exc
     family = args.family or cfg.model.model_family
-    if args.family and args.family != "tiny" and cfg.model.model_family != args.family:
+    if args.family and not args.family.startswith("tiny") and cfg.model.model_family != args.family:
         cfg = cfg.with_value("model.pretrained_model_name_or_path", "")  # the config's checkpoint is another family
     if args.steps < 1 or args.warmup < 0:
         raise CommandError("--steps must be >= 1 and --warmup >= 0")
@@ -63,7 +63,7 @@ def _config(args: argparse.Namespace) -> tuple[TrainingConfig, str]:
 
 def _family_defaults(family: str) -> TrainingConfig:
     """The defaults; for ``tiny``, the CPU demo's settings (fp32, rank 4): bf16 autocast is slow on most CPUs."""
-    if family != "tiny":
+    if not family.startswith("tiny"):
         return TrainingConfig()
     from loratui.core.demo_config import demo_config
 

@@ -70,6 +70,12 @@ _TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hid
                   eos_token_id=999, pad_token_id=999)
 _TINY_VAE = dict(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, sample_size=64)
+_TINY_SDXL_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=2, norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+                       attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 2),
+                       addition_embed_type="text_time", addition_time_embed_dim=8,
+                       projection_class_embeddings_input_dim=32 + 6 * 8)
 _TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=2, norm_num_groups=8,
                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
@@ -86,12 +92,21 @@ class Architecture:
 
 ARCHITECTURES = {
     "tiny": Architecture(_TINY_UNET, _TINY_VAE, (_TINY_CLIP,), 0.18215),
+    "tiny-sdxl": Architecture(_TINY_SDXL_UNET, _TINY_VAE, (_TINY_CLIP, _TINY_CLIP), 0.13025),
     "sd1": Architecture(_SD1_UNET, _VAE, (_CLIP_L,), 0.18215),
     "sd2": Architecture(_SD2_UNET, _VAE, (_OPENCLIP_H,), 0.18215),
     "sd2-v": Architecture(dict(_SD2_UNET, sample_size=96), _VAE, (_OPENCLIP_H,), 0.18215, v_prediction=True),
     "sdxl": Architecture(_SDXL_UNET, _VAE, (_CLIP_L, _OPENCLIP_BIGG), 0.13025),
 }
-DEFAULT_RESOLUTION = {"tiny": 64, "sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
+DEFAULT_RESOLUTION = {"tiny": 64, "tiny-sdxl": 64, "sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
+
+
+def is_sdxl(family: str) -> bool:
+    return family in ("sdxl", "tiny-sdxl")
+
+
+def is_tiny(family: str) -> bool:
+    return family.startswith("tiny")
 
 
 class SyntheticTokenizer:
@@ -139,19 +154,19 @@ def build_random_models(family: str, device: torch.device) -> Models:
         vae = AutoencoderKL(**arch.vae, scaling_factor=arch.scaling_factor)
         encoders, tokenizers = [], []
         for index, te in enumerate(arch.text_encoders):
-            projection = family == "sdxl" and index == 1
+            projection = is_sdxl(family) and index == 1
             cls = CLIPTextModelWithProjection if projection else CLIPTextModel
             encoders.append(cls(CLIPTextConfig(**te)))
             tokenizers.append(SyntheticTokenizer(te["vocab_size"], te["bos_token_id"], te["eos_token_id"]))
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                               beta_schedule="scaled_linear", steps_offset=1, clip_sample=False,
                               prediction_type="v_prediction" if arch.v_prediction else "epsilon")
-    return Models(unet, vae, encoders, tokenizers, scheduler, family == "sdxl", arch.v_prediction)
+    return Models(unet, vae, encoders, tokenizers, scheduler, is_sdxl(family), arch.v_prediction)
 
 
 def models_for(cfg: TrainingConfig, family: str, device: torch.device) -> Models:
     """The configured checkpoint when there is one, else random weights of the family's architecture."""
-    if cfg.model.pretrained_model_name_or_path and family != "tiny":
+    if cfg.model.pretrained_model_name_or_path and not is_tiny(family):
         return load_models(cfg)
     return build_random_models(family, device)
 
@@ -411,7 +426,7 @@ def bench_config(cfg: TrainingConfig, family: str, resolution: int | None) -> Tr
     """The config the bench trains: one micro-batch per step, the chosen resolution, no disk caches."""
     cfg = cfg.with_value("optimizer.gradient_accumulation_steps", 1)
     cfg = cfg.with_value("dataset.cache_latents_to_disk", False)
-    cfg = cfg.with_value("model.model_family", "sd1" if family == "tiny" else family)
+    cfg = cfg.with_value("model.model_family", {"tiny": "sd1", "tiny-sdxl": "sdxl"}.get(family, family))
     return cfg.with_value("dataset.resolution", resolution or DEFAULT_RESOLUTION[family])
 
 
@@ -462,7 +477,7 @@ def _fill_derived(row: Row, cfg: TrainingConfig, family: str, flops: float | Non
         return
     row.it_per_s = _sig(row.it_per_s)
     row.images_per_s = _sig(row.images_per_s)
-    if family != "tiny":
+    if not is_tiny(family):
         row.estimated_vram_gib = estimate_vram(cfg, row.batch).peak_gib
         if row.peak_vram_gib:
             row.estimate_error_pct = round((row.estimated_vram_gib - row.peak_vram_gib) / row.peak_vram_gib * 100, 1)
@@ -478,8 +493,8 @@ def _result(cfg: TrainingConfig, family: str, gpu: str | None, device: torch.dev
     fastest = max(ok, key=lambda r: r.images_per_s or 0, default=None)
     return {
         "gpu": gpu, "device": device.type, "family": family, "resolution": cfg.dataset.resolution,
-        "model": cfg.model.pretrained_model_name_or_path if family != "tiny" else "",
-        "weights": "checkpoint" if cfg.model.pretrained_model_name_or_path and family != "tiny" else "random",
+        "model": "" if is_tiny(family) else cfg.model.pretrained_model_name_or_path,
+        "weights": "checkpoint" if cfg.model.pretrained_model_name_or_path and not is_tiny(family) else "random",
         "settings": settings_of(cfg), "warmup_steps": warmup, "timed_steps": steps,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "flops_per_image": flops, "bf16_peak_tflops": peak,

@@ -77,6 +77,25 @@ def test_progress_goes_to_stderr_and_the_table_reads_the_result(bench_run, capsy
     assert "note: no GPU: no VRAM figures and no MFU" in out
 
 
+def test_sdxl_conditioning_and_cached_text_encoder_outputs_bench_on_cpu(capsys, monkeypatch, tmp_path) -> None:
+    """The SDXL path (two text encoders, pooled embedding, time ids) in both loops, as bench_gpu.sh runs it."""
+    monkeypatch.setenv("LORATUI_HOME", str(tmp_path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["bench", "--family", "tiny-sdxl", "--steps", "1", "--warmup", "0", "--batch", "2", "--json",
+                     "--no-save", "--set", "network.network_train_unet_only=true",
+                     "--set", "advanced.cache_text_encoder_outputs=true"])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and "stored" not in result
+    assert result["family"] == "tiny-sdxl" and result["settings"]["cache_text_encoder_outputs"]
+    assert not result["settings"]["train_text_encoder"]
+    (row,) = result["rows"]
+    assert row["images_per_s"] > 0 and row["ratio"] > 0
+
+
 def test_bench_without_a_config_or_family_is_a_one_line_error(capsys) -> None:
     assert main(["bench"]) == 2
     assert "give --config FILE" in capsys.readouterr().err
