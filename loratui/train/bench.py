@@ -37,33 +37,12 @@ from loratui.core.config import TrainingConfig
 from loratui.core.speed import bf16_peak_tflops
 from loratui.core.vram import estimate_vram
 from loratui.train import data as D
-from loratui.train.model_loading import Models, load_models
+from loratui.train.model_loading import Models, config_dir, load_models
+from loratui.train.tokenizers import tokenizers_for
 
 GIB = 1024**3
 BENCH_IMAGES = 8  # distinct images; batches cycle through them
 
-# Real hyper-parameters of the released models (diffusers/transformers config values). NOTE for the lead:
-# helper A ships per-family configs under loratui/train/model_configs/; these duplicate them until that lands.
-_CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-               num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-               bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-_OPENCLIP_H = dict(_CLIP_L, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                   hidden_act="gelu", projection_dim=512)
-_OPENCLIP_BIGG = dict(_CLIP_L, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                      num_attention_heads=20, hidden_act="gelu", projection_dim=1280)
-_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=512)
-_SD1_UNET = dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                 attention_head_dim=8)
-_SD2_UNET = dict(_SD1_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
-_SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                  transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-                  use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-                  projection_class_embeddings_input_dim=2816)
 # The tiny SD1.x architecture of loratui.train.tiny_models (tests, CPU demo), built here without a disk copy.
 _TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=4,
                   max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32, bos_token_id=998,
@@ -83,6 +62,8 @@ _TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=2
 
 @dataclass(frozen=True)
 class Architecture:
+    """A tiny test architecture, built in memory (the real families come from the shipped configs)."""
+
     unet: dict
     vae: dict
     text_encoders: tuple[dict, ...]  # the last one has a projection (pooled embedding) for SDXL
@@ -90,14 +71,12 @@ class Architecture:
     v_prediction: bool = False
 
 
-ARCHITECTURES = {
+TINY_ARCHITECTURES = {
     "tiny": Architecture(_TINY_UNET, _TINY_VAE, (_TINY_CLIP,), 0.18215),
     "tiny-sdxl": Architecture(_TINY_SDXL_UNET, _TINY_VAE, (_TINY_CLIP, _TINY_CLIP), 0.13025),
-    "sd1": Architecture(_SD1_UNET, _VAE, (_CLIP_L,), 0.18215),
-    "sd2": Architecture(_SD2_UNET, _VAE, (_OPENCLIP_H,), 0.18215),
-    "sd2-v": Architecture(dict(_SD2_UNET, sample_size=96), _VAE, (_OPENCLIP_H,), 0.18215, v_prediction=True),
-    "sdxl": Architecture(_SDXL_UNET, _VAE, (_CLIP_L, _OPENCLIP_BIGG), 0.13025),
 }
+REAL_FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")  # loratui/train/model_configs/<family>: the released models
+FAMILIES = (*TINY_ARCHITECTURES, *REAL_FAMILIES)
 DEFAULT_RESOLUTION = {"tiny": 64, "tiny-sdxl": 64, "sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
 
 
@@ -110,8 +89,8 @@ def is_tiny(family: str) -> bool:
 
 
 class SyntheticTokenizer:
-    """CLIP-shaped token ids without a vocabulary file: the step's cost depends on the sequence shape
-    (77 tokens per chunk, BOS/EOS placement), not on which words the ids stand for."""
+    """For the tiny test architectures: CLIP-shaped token ids without a vocabulary file. The step's cost depends
+    on the sequence shape (77 tokens per chunk, BOS/EOS placement), not on which words the ids stand for."""
 
     model_max_length = 77
 
@@ -144,20 +123,41 @@ def _building_on(device: torch.device) -> Iterator[None]:
 
 def build_random_models(family: str, device: torch.device) -> Models:
     """The family's real architecture with random weights, on ``device``."""
+    torch.manual_seed(0)
+    with _building_on(device):
+        return _tiny_models(family) if is_tiny(family) else _shipped_models(family)
+
+
+def _shipped_models(family: str) -> Models:
+    """From the component configs loratui ships for offline loading, with the real offline CLIP tokenizers."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    arch = ARCHITECTURES[family]
-    torch.manual_seed(0)
-    with _building_on(device):
-        unet = UNet2DConditionModel(**arch.unet)
-        vae = AutoencoderKL(**arch.vae, scaling_factor=arch.scaling_factor)
-        encoders, tokenizers = [], []
-        for index, te in enumerate(arch.text_encoders):
-            projection = is_sdxl(family) and index == 1
-            cls = CLIPTextModelWithProjection if projection else CLIPTextModel
-            encoders.append(cls(CLIPTextConfig(**te)))
-            tokenizers.append(SyntheticTokenizer(te["vocab_size"], te["bos_token_id"], te["eos_token_id"]))
+    folder = config_dir(family)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    encoders = [CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))]
+    if is_sdxl(family):
+        encoders.append(CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2")))
+    scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder / "scheduler"))
+    tokenizers = list(tokenizers_for(family).values())
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    return Models(unet, vae, encoders, tokenizers, scheduler, is_sdxl(family), v_prediction)
+
+
+def _tiny_models(family: str) -> Models:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    arch = TINY_ARCHITECTURES[family]
+    unet = UNet2DConditionModel(**arch.unet)
+    vae = AutoencoderKL(**arch.vae, scaling_factor=arch.scaling_factor)
+    encoders, tokenizers = [], []
+    for index, te in enumerate(arch.text_encoders):
+        projection = is_sdxl(family) and index == 1
+        cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+        encoders.append(cls(CLIPTextConfig(**te)))
+        tokenizers.append(SyntheticTokenizer(te["vocab_size"], te["bos_token_id"], te["eos_token_id"]))
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                               beta_schedule="scaled_linear", steps_offset=1, clip_sample=False,
                               prediction_type="v_prediction" if arch.v_prediction else "epsilon")
