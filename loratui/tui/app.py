@@ -77,6 +77,7 @@ class LoraTuiApp(App):
         self.clock = clock
         self.startup_error = startup_error
         self._last_ctrl_c = -DOUBLE_PRESS_SECONDS
+        self._quit_unsaved = False  # a second Ctrl+Q quits even with a caption edit that could not be saved
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(self.config, plain_images=self.plain_images, runs_root=self.runs_root)
@@ -128,6 +129,13 @@ class LoraTuiApp(App):
 
     async def action_quit(self) -> None:
         saved = self.save_pending()
+        wizard = self._wizard()
+        if wizard is not None and wizard.query_one("#captions").unsaved() and not self._quit_unsaved:
+            # The save was refused (another process holds the captions) and said why: quitting would drop it.
+            self._quit_unsaved = True
+            self.notify("the caption edit is not saved (see above); Ctrl+Q again quits without it",
+                        severity="warning", timeout=10)
+            return
         self.exit(message=f"saved {', '.join(saved)}" if saved else None)
 
     async def action_ctrl_c_quit(self) -> None:
