@@ -70,3 +70,16 @@ async def test_trainer_log_panel_shows_lines_during_a_run(tmp_path):
         assert "step 21/80 epoch 2: loss 0.9900 (average 0.9950), 4.00 it/s, 15s left" in panel
         assert not any(f"step {s}/80" in panel for s in range(2, 21))  # spaced out: the log is not flooded
     trainer.log.stream.close()
+
+
+def test_log_tail_keeps_a_character_cut_by_the_read_boundary(tmp_path):
+    from loratui.tui.screens.monitor import EventLogTail
+
+    log = tmp_path / rundir.LOG
+    tail = EventLogTail(log)
+    data = "warning: caption für toy_00\n".encode()
+    cut = data.index("ü".encode()) + 1  # inside the two bytes of ü, as a read that ends there sees it
+    log.write_bytes(data[:cut])
+    assert tail.read_new() == []
+    log.write_bytes(data)
+    assert tail.read_new() == ["warning: caption für toy_00"]
