@@ -54,7 +54,6 @@ def _crash_report(app) -> Path:
     return Path(lines[1].removeprefix("crash report: "))
 
 
-
 async def test_a_bug_in_a_step_worker_is_a_dialog_and_the_wizard_goes_on(demo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(wizard_module, "DatasetStep", BuggyCheck)
     app = make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml", plain_images=True)
@@ -73,7 +72,7 @@ async def test_a_bug_in_a_step_worker_is_a_dialog_and_the_wizard_goes_on(demo_di
     assert app.return_code == 0
 
 
-async def test_a_bug_in_a_key_action_is_a_dialog_and_the_wizard_goes_on(demo_dir, tmp_path, monkeypatch):
+async def test_a_bug_in_a_key_action_is_a_dialog_and_the_wizard_goes_on(demo_dir):
     app = BuggyKeyApp(make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml").config,
                       plain_images=True)
     async with app.run_test(size=SIZE) as pilot:
