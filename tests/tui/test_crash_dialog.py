@@ -54,7 +54,8 @@ def _crash_report(app) -> Path:
     return Path(lines[1].removeprefix("crash report: "))
 
 
-async def test_a_bug_in_a_step_worker_is_a_dialog_and_the_wizard_goes_on(demo_dir, tmp_path, monkeypatch):
+async def test_a_bug_in_a_step_worker_is_a_dialog_and_the_wizard_goes_on(demo_dir, tmp_path, monkeypatch,
+                                                                        allow_crash_reports):
     monkeypatch.setattr(wizard_module, "DatasetStep", BuggyCheck)
     app = make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml", plain_images=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -72,7 +73,7 @@ async def test_a_bug_in_a_step_worker_is_a_dialog_and_the_wizard_goes_on(demo_di
     assert app.return_code == 0
 
 
-async def test_a_bug_in_a_key_action_is_a_dialog_and_the_wizard_goes_on(demo_dir):
+async def test_a_bug_in_a_key_action_is_a_dialog_and_the_wizard_goes_on(demo_dir, allow_crash_reports):
     app = BuggyKeyApp(make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml").config,
                       plain_images=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -130,7 +131,8 @@ BUGGY_HANDLER = textwrap.dedent("""
 """)
 
 
-def test_a_bug_in_an_event_handler_saves_the_edit_and_exits_with_one_line(demo_dir, tmp_path):
+def test_a_bug_in_an_event_handler_saves_the_edit_and_exits_with_one_line(demo_dir, tmp_path,
+                                                                          allow_crash_reports):
     caption = demo_dir / "dataset" / "4_sks toy" / "toy_00.txt"
     original = caption.read_text()
     env = {**os.environ, "PYTHONPATH": str(REPO), "LORATUI_HOME": str(tmp_path / "home")}
