@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import time
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from loratui import __version__
+from loratui.core.crash import one_line, write_crash_report  # write_crash_report: also imported from here
 
 # Order is the order of `loratui --help`.
 COMMAND_MODULES = ("wizard", "dataset", "captions", "plan", "bench", "preset", "train", "check_model",
@@ -67,22 +64,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line for the user, the traceback in a file for the report
         report = write_crash_report(args_list)
         where = f"; crash report: {report}" if report else ""
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        print(f"loratui: internal error: {message}{where}", file=sys.stderr)
+        print(f"loratui: internal error: {one_line(exc)}{where}", file=sys.stderr)
         return 70
-
-
-def write_crash_report(argv: list[str]) -> str | None:
-    """Write the current exception's traceback to ``$LORATUI_HOME/crash-reports``; its path, or None."""
-    home = os.environ.get("LORATUI_HOME")
-    folder = (Path(home) if home else Path.home() / ".loratui") / "crash-reports"
-    text = (f"loratui {__version__} on Python {sys.version.split()[0]}\nargv: {argv!r}\n\n"
-            f"{traceback.format_exc()}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-        path.write_text(text, encoding="utf-8")
-    except OSError:
-        return None
-    return str(path)
-

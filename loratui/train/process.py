@@ -16,6 +16,7 @@ from pathlib import Path
 from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
 from loratui.core.run.events import SCHEMA_VERSION, EventWriter
+from loratui.core.run.trainer_log import TrainerLog
 from loratui.train.model_loading import ModelLoadError
 from loratui.train.preflight import PreflightError
 
@@ -77,12 +78,16 @@ def _failure(exc: BaseException, run_dir: Path) -> tuple[str, str]:
     return f"{type(exc).__name__}: {exc}", f"see {run_dir / rundir.LOG} for the traceback"
 
 
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def run_dir_training(run_dir: Path, resume: bool = False, console=None) -> int:
     """Train the run in ``run_dir``; returns the exit code. ``console`` (optional) also receives each event."""
     quiet_ml_stack()
     from loratui.train.loop import GracefulStop, StopFlag, run
 
-    is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    is_main = _is_main_process()
     if is_main:
         rundir.write_pid(run_dir)
         _reserve_space(run_dir)
@@ -133,4 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m loratui.train RUN_DIR [--resume]", file=sys.stderr)
         return 2
-    return run_dir_training(Path(args[0]), resume="--resume" in args[1:])
+    # stdout is trainer.log (see launch_detached): one line per event there, from one process only, so that
+    # the monitor's trainer.log panel shows the run as it goes.
+    console = TrainerLog(sys.stdout) if _is_main_process() else None
+    return run_dir_training(Path(args[0]), resume="--resume" in args[1:], console=console)

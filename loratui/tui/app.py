@@ -5,24 +5,32 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
+from textual.actions import ActionParseResult
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.worker import WorkerFailed
 
 from loratui.core.config import TrainingConfig
+from loratui.core.crash import one_line, write_crash_report
 from loratui.core.presets import PresetError, load_config, save_preset
 from loratui.core.run import rundir
+from loratui.tui.screens.dialogs import TextDialog
 from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.monitor import MonitorScreen
 from loratui.tui.screens.wizard import WizardScreen
 
 DOUBLE_PRESS_SECONDS = 2.0  # Ctrl+C twice within this quits
+EXPECTED_ERRORS = (ValueError, OSError)  # loratui's one-line errors derive from ValueError; OSError: the system's
+CRASH_EXIT = 70  # as the CLI's top level
 
 
 def settings_path() -> Path:
@@ -53,7 +61,7 @@ class LoraCommands(Provider):
 
 
 class LoraTuiApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute: subclasses live elsewhere
     TITLE = "loratui"
     COMMANDS = {LoraCommands}
     BINDINGS = [
@@ -77,6 +85,8 @@ class LoraTuiApp(App):
         self.clock = clock
         self.startup_error = startup_error
         self._last_ctrl_c = -DOUBLE_PRESS_SECONDS
+        self.crash_line: str | None = None  # set when a bug ended the app (see _handle_exception)
+        self._quit_unsaved = False  # a second Ctrl+Q quits even with a caption edit that could not be saved
 
     def get_default_screen(self) -> Screen:
         return WizardScreen(self.config, plain_images=self.plain_images, runs_root=self.runs_root)
@@ -128,6 +138,13 @@ class LoraTuiApp(App):
 
     async def action_quit(self) -> None:
         saved = self.save_pending()
+        wizard = self._wizard()
+        if wizard is not None and wizard.query_one("#captions").unsaved() and not self._quit_unsaved:
+            # The save was refused (another process holds the captions) and said why: quitting would drop it.
+            self._quit_unsaved = True
+            self.notify("the caption edit is not saved (see above); Ctrl+Q again quits without it",
+                        severity="warning", timeout=10)
+            return
         self.exit(message=f"saved {', '.join(saved)}" if saved else None)
 
     async def action_ctrl_c_quit(self) -> None:
@@ -141,6 +158,49 @@ class LoraTuiApp(App):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         return not (action == "help" and isinstance(self.screen, HelpScreen))
+
+    # -- no tracebacks: a bug is one line and a crash report ------------------------------------------------
+
+    def report_crash(self, error: BaseException) -> str | None:
+        """A bug in a worker or a key's action: write a crash report and show it in a dialog; the app goes on."""
+        report = write_crash_report(sys.argv[1:], error)
+        self.push_screen(TextDialog("loratui hit a bug; your work is safe and the wizard keeps working (Esc)",
+                                    f"internal error: {one_line(error)}\n"
+                                    f"crash report: {report or 'could not be written'}"))
+        return report
+
+    def report_if_bug(self, error: BaseException | None) -> bool:
+        """For a worker's error handler: an error loratui does not expect is reported as a crash. True if so."""
+        if error is None or isinstance(error, EXPECTED_ERRORS):
+            return False
+        self.report_crash(error)
+        return True
+
+    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        # Every key binding runs through here: a bug in an action must not end the app with a traceback.
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as error:
+            self.report_crash(error)
+            return True
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual calls this (it has no public hook) for an exception nothing caught; its default prints a
+        # traceback and exits. A worker's exception has stopped nothing else, so the app keeps working. An
+        # event handler's has stopped that widget's message loop (Textual does), so the app cannot go on
+        # safely: save every edit, write the report and exit with one line instead of a traceback.
+        if isinstance(error, WorkerFailed) and self.is_running:
+            self.report_crash(error.error)
+            return
+        report = write_crash_report(sys.argv[1:], error)
+        try:
+            saved = self.save_pending()
+        except Exception:  # the bug may be in the state save_pending reads: the report is what matters now
+            saved = []
+        line = f"loratui: internal error: {one_line(error)}; crash report: {report or 'could not be written'}"
+        self.crash_line = line + (f"; saved {', '.join(saved)}" if saved else "")  # exit_status prints it
+        self.exit(return_code=CRASH_EXIT)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.screen))
@@ -213,8 +273,14 @@ def run_wizard(dataset_dir: Path | None = None, preset: Path | None = None, demo
 
     plain = bool(os.environ.get("LORATUI_PLAIN_IMAGES"))
     app = make_app(dataset_dir, preset, attach, plain_images=plain)
-    # Call site for helper F's crash handler (wrap app.run so a crash saves edits and prints one line).
+    # A bug inside the app is a dialog (workers, key actions) or a saved exit with one line and a crash report
+    # (LoraTuiApp._handle_exception); one outside it reaches the CLI's top level, which writes the report.
     app.run()
-    if app.return_code:
-        return app.return_code
-    return 0
+    return exit_status(app)
+
+
+def exit_status(app: LoraTuiApp) -> int:
+    """After ``app.run()``: print the crash line, if the app crashed, as the CLI prints errors; the exit status."""
+    if app.crash_line:
+        print(app.crash_line, file=sys.stderr)  # one line, unwrapped: Textual's console would wrap it at 80
+    return app.return_code or 0

@@ -18,14 +18,18 @@ from loratui.core.run.events import read_snapshot
 from .conftest import make_config
 
 ENV = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error"}
+# Limits only catch a hang: a loaded 2-core box can take many minutes for what takes seconds when idle, so
+# every wait is on an event (a step, an exit status, the process ending) with a generous deadline.
+WAIT_S = 15 * 60
+RUN_S = 30 * 60  # a whole command that trains (the demo, two processes)
 
 
-def loratui(*args: str, home: Path, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def loratui(*args: str, home: Path, cwd: Path | None = None, timeout: int = RUN_S) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loratui", *args], capture_output=True, text=True, cwd=cwd,
                           env={**ENV, "LORATUI_HOME": str(home)}, timeout=timeout)
 
 
-def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
+def wait_for(condition, timeout: float = WAIT_S, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -43,9 +47,14 @@ def test_detached_run_survives_sighup_stops_gracefully_and_resumes(tmp_path, tin
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     events = run_dir / rundir.EVENTS
     wait_for(lambda: read_snapshot(events).step >= 2, what="two training steps")
+    # trainer.log (the monitor's panel) has the trainer's own lines while it trains, not only at the end.
+    log = run_dir / rundir.LOG
+    wait_for(lambda: "step 1/" in log.read_text(), what="a step line in trainer.log")
+    assert "training 6 images (24 with repeats) for 30 epochs" in log.read_text()
     pid = rundir.read_pid(run_dir)
+    hung_up_at = read_snapshot(events).step
     os.kill(pid, signal.SIGHUP)  # what a dropped SSH link sends
-    time.sleep(0.5)
+    wait_for(lambda: read_snapshot(events).step > hung_up_at, what="a step after SIGHUP")
     assert rundir.run_state(run_dir) == "running"
     listed = loratui("runs", home=tmp_path)
     assert run_dir.name in listed.stdout and "running" in listed.stdout
@@ -80,7 +89,7 @@ def test_sigkill_while_saving_leaves_previous_checkpoint(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "saved"
     wait_for(lambda: any(p.name.endswith(".tmp") and p.stat().st_size > (1 << 20) for p in tmp_path.iterdir()),
-             timeout=60, what="the second save to be under way")
+             what="the second save to be under way")
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert target.read_bytes() == b"previous checkpoint"
@@ -115,7 +124,7 @@ def test_two_process_data_parallel_run(tmp_path, tiny_sd1_dir, demo_dataset):
         # torchrun is what `accelerate launch --multi_gpu` runs; on CPU, Accelerator picks gloo from its env.
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "loratui.train", str(run_dir)],
-        capture_output=True, text=True, env={**ENV, "ACCELERATE_USE_CPU": "true"}, timeout=300)
+        capture_output=True, text=True, env={**ENV, "ACCELERATE_USE_CPU": "true"}, timeout=RUN_S)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     snapshot = read_snapshot(run_dir / rundir.EVENTS)
     assert snapshot.info["processes"] == 2

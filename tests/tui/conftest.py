@@ -18,9 +18,21 @@ FIXED = Path("/tmp/loratui-test-demo")
 
 
 @pytest.fixture(autouse=True)
-def _own_home(tmp_path, monkeypatch) -> None:
-    """Runs and measured speeds go to the test's own folder, never to ~/.loratui."""
+def _own_home(tmp_path, monkeypatch, request):
+    """Runs and measured speeds go to the test's own folder, never to ~/.loratui.
+
+    The wizard turns a bug into a dialog and keeps going, so a test could pass over one: any crash report
+    written during a test fails it, with the traceback, unless the test asks for ``allow_crash_reports``."""
     monkeypatch.setenv("LORATUI_HOME", str(tmp_path / "home"))
+    yield
+    if "allow_crash_reports" not in request.fixturenames:
+        reports = sorted((tmp_path / "home" / "crash-reports").glob("*.txt"))
+        assert not reports, f"the app hit a bug:\n{reports[0].read_text()}"
+
+
+@pytest.fixture
+def allow_crash_reports() -> None:
+    """For tests that plant a bug on purpose (see test_crash_dialog.py)."""
 
 
 def _make_demo(root: Path) -> Path:

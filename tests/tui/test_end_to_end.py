@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from textual.widgets import DataTable, Static, TextArea
+from textual.widgets import DataTable, RichLog, Static, TextArea
 
 from loratui.core.run import rundir
 from loratui.tui.app import make_app
@@ -51,6 +51,10 @@ async def test_wizard_trains_the_demo_and_reattaches(demo_with_model, tmp_path):
             assert time.monotonic() < deadline, "no checkpoint within fifteen minutes"
             await pilot.pause(0.5)
         run_dir = monitor.run_dir
+        # The trainer.log panel shows the real trainer's lines while it trains (it once stayed empty).
+        log = monitor.query_one("#trainer-log", RichLog)
+        await wait_until(pilot, lambda: "step 1/" in "".join(strip.text for strip in log.lines))
+        assert "training 10 images (40 with repeats)" in "".join(strip.text for strip in log.lines)
         first = str(monitor.query_one("#checkpoints", DataTable).get_row_at(0)[0])
         assert first == "demo-lora-000001.safetensors"
         await pilot.press("q")  # quit: training goes on

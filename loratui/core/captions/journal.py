@@ -33,6 +33,8 @@ FORMAT_VERSION = 2  # 2: absolute resolved paths and the dataset they belong to
 class CaptionLockError(CaptionError):
     """Another caption operation holds this dataset."""
 
+    holder = "?"  # the pid written in the lock file by the process that holds it
+
 
 class UndoConflict(CaptionError):
     """Files changed since the operation; undo would discard those edits. Nothing was changed."""
@@ -87,8 +89,10 @@ def _acquire(root: Path, wait: float) -> int:
             if time.monotonic() >= deadline:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
                 os.close(fd)
-                raise CaptionLockError(f"{root}: another caption operation (pid {holder}) is changing this dataset; "
-                                       "wait for it to finish and run this again") from None
+                error = CaptionLockError(f"{root}: another caption operation (pid {holder}) is changing this "
+                                         "dataset; wait for it to finish and run this again")
+                error.holder = holder
+                raise error from None
             time.sleep(0.05)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above

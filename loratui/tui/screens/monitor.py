@@ -193,7 +193,7 @@ class EventLogTail:
     """New complete lines of the trainer's log (carriage-return progress lines are dropped)."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.partial = path, 0, ""
+        self.path, self.offset, self.partial = path, 0, b""
 
     def read_new(self) -> list[str]:
         try:
@@ -203,7 +203,8 @@ class EventLogTail:
         except FileNotFoundError:
             return []
         self.offset += len(chunk)
-        data = self.partial + chunk.decode("utf-8", "replace")
-        lines = data.split("\n")
+        # Split bytes, decode whole lines: a character cut by the read boundary is completed by the next read.
+        lines = (self.partial + chunk).split(b"\n")
         self.partial = lines.pop()
-        return [line.rsplit("\r", 1)[-1] for line in lines if line.strip()]
+        decoded = (line.decode("utf-8", "replace") for line in lines)
+        return [line.rsplit("\r", 1)[-1] for line in decoded if line.strip()]

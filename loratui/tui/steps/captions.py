@@ -81,9 +81,12 @@ class CaptionsStep(Vertical):
                 line = f"{finding.severity}: {finding.message}; {finding.fix}"
                 self.problems.setdefault(finding.path, []).append(line)
         selected = self.current.image if self.current else None
+        pending = self.query_one("#editor", TextArea).text if self.unsaved() else None  # a refused save
         self.files = ops.load_captions(root, self.config.dataset.caption_extension)
         self.current = None
         self.apply_filter(select=selected)
+        if pending is not None and self.current is not None and self.current.image == selected:
+            self.query_one("#editor", TextArea).load_text(pending)  # a re-check must not drop the kept edit
         self.refresh_frequency()
 
     def apply_filter(self, select: Path | None = None) -> None:
@@ -123,6 +126,9 @@ class CaptionsStep(Vertical):
         if self.current is not None and self.current.image == item.image:
             return
         self.save_current()  # save on leave: an edit is never lost
+        if self.unsaved():
+            self._stay_on_current()  # the save was refused (locked dataset): leaving would drop the edit
+            return
         self.current = item
         # Holding an arrow key over 10,000 rows must not decode every image: draw the preview once it settles.
         if self._preview_timer is not None:
@@ -154,15 +160,31 @@ class CaptionsStep(Vertical):
         if text == self.current.text:
             return False
         change = ops.Change(self.current.caption, self.current.raw, text.encode("utf-8"), self.current.exists)
-        # Call site for helper F's caption lock (another loratui writing the same captions) once merged.
+        # journal.apply takes the dataset's caption lock, the one `loratui captions` holds: never two writers.
         try:
             journal.apply(self.root, [change], f"edit {self.current.caption.name}")
-        except OSError as exc:
-            self.notify(f"could not save {self.current.caption}: {exc.strerror}; your text is still in the editor",
+        except journal.CaptionLockError as exc:
+            self.notify(f"{self.current.caption.name} not saved: another caption operation (pid {exc.holder}) is "
+                        "changing this dataset; your edit is kept, Ctrl+S saves it once that one ends",
+                        severity="error", timeout=10)
+            return False
+        except (OSError, ops.CaptionError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.notify(f"could not save {self.current.caption}: {why}; your text is still in the editor",
                         severity="error", timeout=10)
             return False
         self._replace_file(ops.CaptionFile(self.current.image, self.current.caption, change.new, True))
         return True
+
+    def unsaved(self) -> bool:
+        """True while the editor holds text that is not in the caption file (a save was refused or not tried)."""
+        return self.current is not None and self.query_one("#editor", TextArea).text != self.current.text
+
+    def _stay_on_current(self) -> None:
+        table = self.query_one("#images", DataTable)
+        row = next((i for i, f in enumerate(self.shown) if self.current and f.image == self.current.image), None)
+        if row is not None and row != table.cursor_row:
+            table.move_cursor(row=row)
 
     def _replace_file(self, item: ops.CaptionFile) -> None:
         self.files = [item if f.image == item.image else f for f in self.files]
@@ -185,7 +207,11 @@ class CaptionsStep(Vertical):
             editor.load_text(self.current.text)
             self.notify(f"undid the unsaved edit of {self.current.caption.name}")
             return
-        undone = journal.undo(self.root)
+        try:
+            undone = journal.undo(self.root)
+        except ops.CaptionError as exc:  # locked by another operation, or files edited since: nothing was undone
+            self.notify(str(exc), severity="error", timeout=10)
+            return
         if undone is None:
             self.notify("nothing to undo")
             return
@@ -205,12 +231,19 @@ class CaptionsStep(Vertical):
             self.notify("check a dataset first", severity="warning")
             return
         self.save_current()
+        if self.unsaved():
+            return  # the save was refused and said why; the tools would rewrite this caption under the edit
 
         def apply(changes: list[ops.Change] | None) -> None:
-            if changes:
+            if not changes:
+                return
+            try:  # the same dataset lock as every caption writer; all or nothing
                 journal.apply(self.root, changes, f"tag tools ({len(changes)} captions)")
-                self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
-                self._reload_keeping_selection()
+            except (OSError, ops.CaptionError) as exc:
+                self.notify(f"tag tools not applied, no caption changed: {exc}", severity="error", timeout=10)
+                return
+            self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
+            self._reload_keeping_selection()
 
         self.app.push_screen(TagToolDialog(self.shown, self.root), apply)
 

@@ -94,6 +94,7 @@ class DatasetStep(Vertical):
             self.clear_report()
             self.query_one("#dataset-summary", Static).update(
                 Text(f"the check failed: {event.worker.error}", style="bold red"))
+            self.app.report_if_bug(event.worker.error)  # not a bad folder but a bug: the crash dialog and report
 
     def clear_report(self) -> None:
         """A failed check must not leave the previous folder's findings and buckets on screen."""

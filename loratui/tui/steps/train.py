@@ -73,4 +73,5 @@ class TrainStep(Vertical):
             self.app.push_screen(MonitorScreen(event.worker.result))
         elif event.state == WorkerState.ERROR:
             self.query_one("#start", Button).disabled = False
-            self.notify(f"the trainer could not start: {event.worker.error}", severity="error", timeout=15)
+            if not self.app.report_if_bug(event.worker.error):  # a bug gets the crash dialog instead
+                self.notify(f"the trainer could not start: {event.worker.error}", severity="error", timeout=15)
