@@ -49,6 +49,7 @@ async def test_tagger_previews_tags_and_undoes(demo_dir, tiny_tagger, tmp_path):
         preview = _text(app, "#tag-output")
         assert "1 of 10 caption(s) would change" in preview and f"+{RED_CAPTION}" in preview
         assert not (folder / "toy_05.txt").exists()  # a preview writes nothing
+        assert dialog.focused is dialog.query_one("#preview")  # busy buttons were disabled; the focus came back
 
         dialog.query_one("#tag-general", Input).value = "0.5"  # drops ^_^ (0.40)
         await pilot.click("#tag")

@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from loratui.commands.dataset import WD_DEFAULT_MODEL
@@ -89,11 +90,13 @@ class TaggerDialog(ModalScreen[str | None]):
         self.root, self.caption_ext = root, caption_ext
         self.images, self.uncaptioned = images, uncaptioned
         self.proc: subprocess.Popen | None = None
+        self._refocus: Widget | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(Text(f"Tag with a WD tagger — {self.images} image(s), {self.uncaptioned} without a caption",
                              style="bold"))
+            yield Label("Tagger: a hub id, or a folder with model.onnx and selected_tags.csv (works offline)")
             yield Input(WD_DEFAULT_MODEL, placeholder="hub id, or a folder with model.onnx and selected_tags.csv",
                         id="tag-model", compact=True, tooltip="WD 1.4 / v3 tagger: hub id or local folder")
             with Horizontal(classes="options"):
@@ -170,9 +173,13 @@ class TaggerDialog(ModalScreen[str | None]):
         self.dismiss(summary or "tagging finished")
 
     def _busy(self, busy: bool) -> None:
+        if busy:
+            self._refocus = self.focused  # a disabled button drops the focus; give it back afterwards
         self.query_one("#tag-progress").display = busy
         for button in ("#preview", "#tag"):
             self.query_one(button, Button).disabled = busy
+        if not busy and self._refocus is not None:
+            self._refocus.focus()
 
     def _show(self, text: Text) -> None:
         self.query_one("#tag-output", Static).update(text)

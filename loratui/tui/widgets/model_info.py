@@ -22,6 +22,7 @@ from loratui.core.checkpoint_info import (
     family_mismatch,
 )
 
+FORMATS = {"safetensors": "file", "pickle": "pickle file", "diffusers": "diffusers folder"}
 Key = tuple[str, str]  # (model path, model_family): what the shown info was read for
 
 
@@ -36,14 +37,15 @@ class ModelProblem:
 def summary(info: CheckpointInfo) -> str:
     """One line: family, prediction, dtype, size (the long form is ``loratui check-model``)."""
     lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in describe_lines(info)}
-    parts = [info.family_name if info.format != "pickle" else "family not read from a pickle file"]
+    family = "family unknown" if info.family_name == "unknown" else info.family_name
+    parts = [family if info.format != "pickle" else "family not read from a pickle file"]
     if info.format == "safetensors":
         prediction = {"epsilon": "epsilon", "v_prediction": "v-prediction"}.get(info.prediction or "",
                                                                                   "prediction not stated")
         parts += [prediction, info.dtype or "dtype unknown", f"{info.parameters / 1e6:,.0f} M parameters"]
     elif info.format == "diffusers" and info.prediction:
         parts.append(info.prediction.replace("_", "-"))
-    parts.append(f"{lines['size']} {info.format}")
+    parts.append(f"{lines['size']} {FORMATS.get(info.format, info.format)}")
     return " · ".join(parts)
 
 
