@@ -51,17 +51,23 @@ async def test_samples_panel_shows_the_newest_images_and_compare_comes_when_fini
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen))
         panel = app.screen.query_one(SamplesPanel)
         await wait_until(pilot, lambda: len(panel.shown) == 2)
-        previews = [p for p in panel.query(ImagePreview) if p.display]
-        assert [p.path.name for p in previews] == ["demo-lora_e000002_00.png", "demo-lora_e000002_01.png"]
-        for preview in previews:  # an image, drawn inside the panel on screen
-            assert not preview.query("#preview-note") and preview.children
-            assert preview.region.width > 2 and preview.region.height > 2
-            assert preview.region.bottom <= SIZE[1] - 1
-        shown = _text(app, "#sample-caption")
-        assert "epoch 2 · step 40" in shown and "sks toy on a table" in shown
+        def shown() -> list[str]:
+            return [p.path.name for p in panel.query(ImagePreview) if p.display and p.path]
+
+        assert shown() == ["demo-lora_e000002_00.png"]  # 16 columns at 80×24: room for one image
+        preview = next(p for p in panel.query(ImagePreview) if p.display)
+        assert not preview.query("#preview-note") and preview.children  # an image widget, not a note
+        assert preview.region.width > 2 and preview.region.height > 2 and preview.region.bottom <= SIZE[1] - 1
+        assert "epoch 2 · step 40: sks toy, red circle | sks toy on a table" in _text(app, "#sample-caption")
         screen = app.export_screenshot()
-        assert "#ff0000" in screen and "#0000ff" in screen  # the newest round's colours are on screen
+        assert "#ff0000" in screen  # the newest round's first image is on screen
         assert "#00ff00" not in screen  # the older round's image is not
+
+        await pilot.resize_terminal(120, 40)  # wider: both prompts' images side by side
+        await wait_until(pilot, lambda: shown() == ["demo-lora_e000002_00.png", "demo-lora_e000002_01.png"])
+        await wait_until(pilot, lambda: "#0000ff" in app.export_screenshot())
+        await pilot.resize_terminal(*SIZE)
+        await wait_until(pilot, lambda: len(shown()) == 1)
 
         assert "Compare checkpoints" not in _footer(app)  # still training: nothing to compare yet
         await pilot.press("c")

@@ -16,7 +16,8 @@ from textual.widgets import Static
 
 from loratui.tui.widgets.image_preview import ImagePreview
 
-MAX_SHOWN = 3  # side by side; more prompts than this would leave each image too small to see at 80 columns
+MAX_SHOWN = 3  # side by side, as many as the panel's width allows
+MIN_COLUMNS = 12  # narrower than this, a half-block image is too small to recognise
 
 
 def latest_round(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -28,17 +29,14 @@ def latest_round(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return same[:MAX_SHOWN]
 
 
-def caption(round_: list[dict[str, Any]], total: int) -> Text:
-    """Which round is shown and its prompts, e.g. ``epoch 2 · step 40 · 1 of 3 prompts``."""
+def caption(round_: list[dict[str, Any]]) -> Text:
+    """One line: which round is shown and its prompts, e.g. ``epoch 2 · step 40: sks toy | sks toy, red``."""
     first = round_[0]
-    text = Text()
     where = [f"epoch {first['epoch']}" if first.get("epoch") not in (None, "") else "",
              f"step {first['step']}" if first.get("step") is not None else ""]
-    text.append(" · ".join(w for w in where if w) or Path(first["path"]).name, style="bold")
-    text.append(f"  ({total} image(s) so far)", style="dim")
-    for sample in round_:
-        text.append(f"\n{Path(sample['path']).name}: ", style="dim")
-        text.append(sample.get("prompt", ""))
+    text = Text(" · ".join(w for w in where if w) or Path(first["path"]).name, style="bold", no_wrap=True,
+                overflow="ellipsis")
+    text.append(": " + " | ".join(str(s.get("prompt", "")) for s in round_))
     return text
 
 
@@ -46,7 +44,7 @@ class SamplesPanel(Vertical):
     DEFAULT_CSS = """
     SamplesPanel #sample-images { height: 1fr; }
     SamplesPanel ImagePreview { width: 1fr; min-height: 3; }
-    SamplesPanel #sample-caption { height: auto; max-height: 3; color: $text-muted; }
+    SamplesPanel #sample-caption { height: 1; color: $text-muted; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -70,7 +68,15 @@ class SamplesPanel(Vertical):
             return
         self.shown = paths
         self.query_one("#sample-images").display = True
+        self._layout_images()
+        self.query_one("#sample-caption", Static).update(caption(round_))
+
+    def on_resize(self) -> None:
+        self._layout_images()
+
+    def _layout_images(self) -> None:
+        fits = max(1, self.content_size.width // MIN_COLUMNS)
         for index, preview in enumerate(self.query(ImagePreview)):
-            preview.display = index < len(paths)
-            preview.show(paths[index] if index < len(paths) else None)
-        self.query_one("#sample-caption", Static).update(caption(round_, len(samples)))
+            shown = index < min(len(self.shown), fits)
+            preview.display = shown
+            preview.show(self.shown[index] if shown else None)
