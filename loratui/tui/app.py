@@ -214,6 +214,8 @@ class LoraTuiApp(App):
         yield SystemCommand("Attach to newest run", "Open the monitor of the newest training run",
                             self.attach_newest)
         yield SystemCommand("Check model", "Check the base model file of these settings", self.check_model)
+        yield SystemCommand("Tag images with a WD tagger", "Tag the dataset's images (Captions step, Ctrl+L)",
+                            self.wd_tagger)
         yield SystemCommand("Help: keys of this screen", "Every key of the current screen (F1)", self.action_help)
 
     def _monitor(self, run_dir: Path) -> MonitorScreen:
@@ -240,6 +242,10 @@ class LoraTuiApp(App):
     def check_model(self) -> None:
         self.goto_step(3)
         self.screen.query_one("#parameters").check_model()
+
+    def wd_tagger(self) -> None:
+        self.goto_step(1)
+        self.screen.query_one("#captions").action_wd_tagger()
 
     def attach_newest(self) -> None:
         run_dir = rundir.find_run(None, self.runs_root)

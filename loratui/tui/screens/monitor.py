@@ -22,6 +22,7 @@ from loratui.core.run import rundir
 from loratui.core.run.events import EventTail, RunSnapshot
 from loratui.tui.screens.compare import CompareScreen
 from loratui.tui.screens.dialogs import ConfirmDialog
+from loratui.tui.widgets.samples_panel import SamplesPanel
 
 POLL_SECONDS = 0.5  # a few UI updates per second, whatever the step rate
 SPARK_POINTS = 120
@@ -36,7 +37,8 @@ class MonitorScreen(Screen):
         Binding("s", "stop", "Stop", id="monitor.stop", tooltip="Stop training (finishes the step, saves)"),
         Binding("escape", "back", "Wizard", id="monitor.back", tooltip="Back to the wizard (training goes on)"),
         Binding("q", "leave", "Quit", id="monitor.quit", tooltip="Quit the app (a running trainer keeps going)"),
-        Binding("c", "compare", "Compare checkpoints", show=False, id="monitor.compare"),
+        Binding("c", "compare", "Compare checkpoints", id="monitor.compare",
+                tooltip="Compare checkpoints: every epoch at several weights (once the run has finished)"),
     ]
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
@@ -48,6 +50,7 @@ class MonitorScreen(Screen):
         self.snapshot = RunSnapshot()
         self.shown_checkpoints = 0
         self.speed_recorded = False
+        self.finished = False  # the footer offers Compare once the trainer has ended
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"Run {self.run_dir.name}", style="bold"), id="run-title")
@@ -64,7 +67,7 @@ class MonitorScreen(Screen):
             table = DataTable(id="checkpoints", cursor_type="row")
             table.border_title = "Checkpoints"
             yield table
-            samples = Static("", id="samples")
+            samples = SamplesPanel(id="samples")
             samples.border_title = "Samples"
             yield samples
         log = RichLog(id="trainer-log", max_lines=200, wrap=True)
@@ -120,15 +123,15 @@ class MonitorScreen(Screen):
             table.add_row(Text(Path(row.path).name, overflow="ellipsis", no_wrap=True), str(row.epoch or ""),
                           str(row.step), loss, _size(row.size_bytes))
         self.shown_checkpoints = len(snap.checkpoints)
-        if snap.samples:
-            latest = snap.samples[-3:]
-            self.query_one("#samples", Static).update(
-                Text("\n".join(f"e{s['epoch']}: {Path(s['path']).name}\n  {s['prompt']}" for s in latest)))
+        self.query_one(SamplesPanel).show_samples(snap.samples)
         self._show_status()
 
     def _show_status(self) -> None:
         snap = self.snapshot
         state = rundir.run_state(self.run_dir)
+        if (state not in ("starting", "running", "stopping")) != self.finished:
+            self.finished = not self.finished
+            self.refresh_bindings()
         text = Text()
         text.append(f"{state}  ", style={"running": "bold green", "done": "bold cyan", "failed": "bold red",
                                          "dead": "bold red", "stopped": "bold yellow"}.get(state, "bold"))
@@ -157,6 +160,9 @@ class MonitorScreen(Screen):
         for warning in snap.warnings[-2:]:
             text.append(f"\nwarning: {warning}", style="yellow")
         self.query_one("#run-status", Static).update(text)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        return self.finished if action == "compare" else True
 
     def action_stop(self) -> None:
         if rundir.run_state(self.run_dir) != "running":

@@ -15,6 +15,7 @@ from loratui.core.captions import journal, ops
 from loratui.core.config import TrainingConfig
 from loratui.core.dataset.report import DatasetReport
 from loratui.tui.screens.dialogs import TagToolDialog
+from loratui.tui.screens.tagger_dialog import TaggerDialog
 from loratui.tui.widgets.image_preview import ImagePreview
 
 PREVIEW_DELAY = 0.12
@@ -33,6 +34,9 @@ class CaptionsStep(Vertical):
                 tooltip="Go to the next image with a problem"),
         Binding("ctrl+f", "focus_filter", "Filter", id="captions.filter", priority=True,
                 tooltip="Filter the images by file name or tag"),
+        # Not in the footer (it is full at 80 columns): F1 and the command palette list it.
+        Binding("ctrl+l", "wd_tagger", "WD tagger", id="captions.wd", priority=True, show=False,
+                tooltip="Tag images with a WD tagger (anime): missing captions, append or overwrite"),
     ]
 
     def __init__(self, config: TrainingConfig, plain_images: bool = False, **kwargs) -> None:
@@ -246,6 +250,21 @@ class CaptionsStep(Vertical):
             self._reload_keeping_selection()
 
         self.app.push_screen(TagToolDialog(self.shown, self.root), apply)
+
+    def action_wd_tagger(self) -> None:
+        if self.root is None:
+            self.notify("check a dataset first", severity="warning")
+            return
+        self.save_current()  # the tagger reads the captions from disk
+
+        def tagged(summary: str | None) -> None:
+            if summary:
+                self.notify(f"{summary}; Ctrl+Z undoes it", timeout=8)
+                self._reload_keeping_selection()
+
+        uncaptioned = sum(1 for f in self.files if not f.text.strip())
+        self.app.push_screen(TaggerDialog(self.root, self.config.dataset.caption_extension, len(self.files),
+                                          uncaptioned), tagged)
 
     def action_next_problem(self) -> None:
         if not self.shown:

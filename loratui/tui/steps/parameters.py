@@ -21,6 +21,7 @@ from loratui.core.config import FieldSpec, TrainingConfig, check_config, issues_
 from loratui.core.presets import PresetError, diff_from_defaults, list_presets, load_config, save_preset
 from loratui.tui.messages import ConfigChanged
 from loratui.tui.screens.dialogs import PathDialog, TextDialog
+from loratui.tui.widgets.model_info import ModelInfo
 
 BASIC = {
     "model.pretrained_model_name_or_path", "model.model_family", "dataset.train_data_dir", "dataset.reg_data_dir",
@@ -149,6 +150,8 @@ class ParametersStep(Vertical):
                         with Horizontal(classes="field"):
                             yield Label(spec.name, classes="field-label")
                             yield make_control(spec, self.config.get(spec.path))
+                        if spec.path == "model.model_family":
+                            yield ModelInfo(id="model-info")
         yield Static("", id="field-help")
         yield Static("", id="config-issues")
         with Horizontal(classes="buttons"):
@@ -192,6 +195,9 @@ class ParametersStep(Vertical):
                 widget = self.query_one(f"#{control_id(path)}")
                 self.query_one("#param-tabs", TabbedContent).active = f"tab-{tab_for(path).lower()}"
                 return widget, self.errors[path]
+        if (model := self.query_one(ModelInfo).problem) is not None:  # the file disagrees with the settings
+            self.query_one("#param-tabs", TabbedContent).active = "tab-basic"
+            return self.query_one(f"#{control_id(model.path)}"), model.reason
         return None
 
     def on_descendant_focus(self, event) -> None:
@@ -242,15 +248,31 @@ class ParametersStep(Vertical):
             self.post_message(ConfigChanged(config, "parameters"))
             self.show_issues()
 
+    @on(ModelInfo.Checked)
+    def model_checked(self) -> None:
+        self.show_issues()
+
+    def _mark_model_fields(self, model_info: ModelInfo) -> None:
+        """The field the model file disagrees with is marked like an invalid value (until the next read)."""
+        for path in ("model.pretrained_model_name_or_path", "model.model_family"):
+            if path not in self.errors:
+                bad = model_info.problem is not None and model_info.problem.path == path
+                self.query_one(f"#{control_id(path)}").set_class(bad, "-invalid")
+
     def show_issues(self) -> None:
         issues = check_config(self.config)
+        model_info = self.query_one(ModelInfo)
+        model_info.check(self.config.model.pretrained_model_name_or_path or "", self.config.model.model_family)
+        self._mark_model_fields(model_info)
         text = Text()
         for message in self.errors.values():
             text.append(f"{message}\n", style="bold red")
+        if model_info.problem is not None:
+            text.append(f"{model_info.problem.reason}\n", style="bold red")
         for issue in issues:
             style = {"error": "bold red", "warning": "yellow", "info": "cyan"}[issue.severity]
             text.append(f"{issue.severity}: {issue.path}: {issue.why}; {issue.fix}\n", style=style)
-        if not issues and not self.errors:
+        if not issues and not self.errors and model_info.problem is None:
             text.append("no problems found in these settings", style="green")
         text.rstrip()
         self.query_one("#config-issues", Static).update(text)
@@ -307,12 +329,9 @@ class ParametersStep(Vertical):
         self.app.push_screen(TextDialog(f"Changed from the defaults ({len(rows)})", text))
 
     def check_model(self) -> None:
-        """The palette's "Check model". Call site for helper A's loratui.core.checkpoint_info (model family
-        shown on Parameters) once it is merged; until then, say whether the file is there."""
-        path = self.config.model.pretrained_model_name_or_path
-        if not path:
-            self.notify("no model set: fill in pretrained_model_name_or_path on Basic", severity="warning")
-        elif not Path(path).expanduser().exists():
-            self.notify(f"{path}: not found; give a .safetensors file or a diffusers folder", severity="error")
-        else:
-            self.notify(f"{path}: found ({self.config.model.model_family})")
+        """The palette's "Check model": read the file again (it may have changed on disk) and show what it is."""
+        self.query_one("#param-tabs", TabbedContent).active = "tab-basic"
+        model_info = self.query_one(ModelInfo)
+        model_info.check(self.config.model.pretrained_model_name_or_path or "", self.config.model.model_family,
+                         force=True)
+        self.call_after_refresh(model_info.scroll_visible)
