@@ -79,6 +79,9 @@ async def test_info_follows_the_model_path_field(demo_dir, tmp_path):
         assert "SD1.x · epsilon · F32" in shown and "the text encoder (CLIP ViT-L)" in shown
         assert "this is an SD1.x checkpoint; set model.model_family: sd1" in shown
 
+        field.value = "stabilityai/stable-diffusion-xl-base-1.0"
+        await wait_until(pilot, lambda: "a hub id; the trainer downloads it" in _text(app, "#model-info"))
+
         lora = write_header(tmp_path / "style.safetensors", {
             "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": [4, 320, 1, 1]})
         field.value = str(lora)

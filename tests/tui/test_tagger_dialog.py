@@ -9,6 +9,7 @@ from __future__ import annotations
 from PIL import Image
 from textual.widgets import DataTable, Input
 
+from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.tagger_dialog import TaggerDialog
 from loratui.tui.steps.captions import CaptionsStep
 from tests.dataset.test_wd_tagger import RED_CAPTION, tiny_tagger  # noqa: F401 (a fixture)
@@ -79,3 +80,6 @@ async def test_threshold_must_be_a_number_and_cancel_closes(demo_dir):
         assert app.screen.proc is None  # nothing was started
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, TaggerDialog))
+        await pilot.press("f1")  # not in the full footer: the help lists the key
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "Tag images with a WD tagger" in _text(app, "#help-table")

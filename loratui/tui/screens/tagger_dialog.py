@@ -185,7 +185,13 @@ class TaggerDialog(ModalScreen[str | None]):
         self.query_one("#tag-output", Static).update(text)
 
     def action_cancel(self) -> None:
-        """Stop a running tagger first: it writes only at its end, so stopping it changes no caption."""
+        self._stop()
+        self.dismiss(None)
+
+    def on_unmount(self) -> None:
+        self._stop()  # quitting the app with the dialog open must not leave a tagger writing captions later
+
+    def _stop(self) -> None:
+        """Stop a running tagger: it writes only at its end, so stopping it changes no caption."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-        self.dismiss(None)

@@ -8,6 +8,7 @@ same one-line fix as ``loratui check-model``, and the wizard's Next refuses it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -15,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from loratui.core.checkpoint_info import (
+    PICKLE_SUFFIXES,
     CheckpointError,
     CheckpointInfo,
     describe_checkpoint,
@@ -53,6 +55,12 @@ def trains_line(info: CheckpointInfo) -> str | None:
     """What will be trained, worded as ``loratui check-model`` words it."""
     return next((line.split(":", 1)[1].strip() for line in describe_lines(info) if line.startswith("trains:")),
                 None)
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """``owner/name`` (not a checkpoint file name): what a model hub id looks like, not a local path."""
+    file_like = Path(text).suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)
+    return text.count("/") == 1 and not text.startswith(("/", ".", "~")) and not file_like
 
 
 def problem_for(info: CheckpointInfo, family: str) -> ModelProblem | None:
@@ -108,7 +116,9 @@ class ModelInfo(Static):
         try:
             self.post_message(self.Read(key, describe_checkpoint(key[0]), None))
         except CheckpointError as exc:
-            self.post_message(self.Read(key, None, str(exc)))
+            hub_id = not Path(key[0]).expanduser().exists() and looks_like_hub_id(key[0])
+            error = f"{key[0]}: a hub id; the trainer downloads it (only local files are checked here)"
+            self.post_message(self.Read(key, None, error if hub_id else str(exc)))
         except OSError as exc:  # a permission error or a vanished mount: say so, never a traceback
             self.post_message(self.Read(key, None, f"{key[0]}: cannot be read ({exc.strerror})"))
 
