@@ -30,6 +30,7 @@ _DIRECT = {
     "bucket_no_upscale": "dataset.bucket_no_upscale",
     "shuffle_caption": "dataset.shuffle_caption",
     "keep_tokens": "dataset.keep_tokens",
+    "keep_tokens_separator": "dataset.keep_tokens_separator",
     "caption_dropout_rate": "dataset.caption_dropout_rate",
     "caption_dropout_every_n_epochs": "dataset.caption_dropout_every_n_epochs",
     "caption_tag_dropout_rate": "dataset.caption_tag_dropout_rate",

@@ -137,12 +137,23 @@ def test_clean_dataset_passes_with_buckets(tmp_path):
     assert counts[0].repeats == 5 and len(counts[0].sizes) == 17
 
 
-def test_flat_folder_is_accepted_with_advice(tmp_path):
+def test_flat_folder_is_an_error_as_sd_scripts_trains_only_subfolders(tmp_path):
+    """sd-scripts' DreamBoothDataset reads only <repeats>_<name> subfolders: a flat folder trains nothing."""
     _good(tmp_path, 2)
     report = scan_dataset(tmp_path)
-    assert report.flat and any(f.code == "flat-folder" and "10_" in f.fix for f in report.findings)
-    assert any(f.code == "few-images" and "15" in f.fix for f in report.findings)
-    assert len(report.images) == 2
+    flat = [f for f in report.findings if f.code == "flat-folder"]
+    assert report.flat and flat and flat[0].severity == "error" and "10_" in flat[0].fix
+    assert report.batches_per_epoch(1) == 0
+
+
+def test_loose_images_beside_subfolders_are_not_counted(tmp_path):
+    _good(tmp_path, 2)
+    sub = tmp_path / "3_thing"
+    sub.mkdir()
+    _good(sub, 2)
+    report = scan_dataset(tmp_path)
+    assert any(f.code == "loose-images" and f.severity == "warning" for f in report.findings)
+    assert sum(report.bucket_counts().values()) == 2 * 3  # only the subfolder, with its repeats
 
 
 def test_missing_folder_is_a_finding_not_a_crash(tmp_path):

@@ -63,7 +63,8 @@ def _list_folder(folder: Folder, caption_ext: str) -> Folder:
 
 def find_folders(root: Path, caption_ext: str = ".txt", is_reg: bool = False,
                  repeats_override: dict[str, int] | None = None) -> tuple[list[Folder], bool]:
-    """The dataset's folders, and whether ``root`` is a flat folder of images (no subfolders)."""
+    """The dataset's folders (``root`` itself last when images lie in it), and whether ``root`` is a flat folder of
+    images (no subfolders)."""
     overrides = repeats_override or {}
     subdirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
                and not (p.is_symlink() and _is_loop(p))]
@@ -71,10 +72,8 @@ def find_folders(root: Path, caption_ext: str = ".txt", is_reg: bool = False,
     for sub in subdirs:
         repeats, tokens = parse_folder_name(sub.name)
         folders.append(_list_folder(Folder(sub, overrides.get(sub.name, repeats), tokens, is_reg), caption_ext))
-    root_listing = _list_folder(Folder(root, overrides.get(root.name, 1), root.name, is_reg), caption_ext)
+    # Images directly in ``root`` are listed (to say so) but never trained: sd-scripts' DreamBoothDataset reads
+    # only ``<repeats>_<name>`` subfolders, so the root's listing has no repeat count.
+    root_listing = _list_folder(Folder(root, None, root.name, is_reg), caption_ext)
     flat = not folders and bool(root_listing.images)
-    if flat:
-        folders = [root_listing]
-    else:
-        folders = [*folders, *([root_listing] if root_listing.loops or root_listing.images else [])]
-    return folders, flat
+    return [*folders, *([root_listing] if root_listing.loops or root_listing.images else [])], flat

@@ -47,7 +47,7 @@ def scan_dataset(
         else:
             report.findings.append(Finding("error", "no-folder", reg_root, "regularisation folder not found",
                                            "fix the path or leave the regularisation folder empty"))
-    _check_layout(report, folders)
+    _check_layout(report, folders, Path(reg_dir) if reg_dir else None)
     total = sum(len(f.images) for f in folders if f.repeats is not None)
     done = 0
     buckets = make_buckets(spec) if spec.enabled and not spec.no_upscale else None
@@ -72,13 +72,15 @@ def _add(report: DatasetReport, severity: str, code: str, path: Path, message: s
     report.findings.append(Finding(severity, code, path, message, fix))  # type: ignore[arg-type]
 
 
-def _check_layout(report: DatasetReport, folders: list[Folder]) -> None:
+def _check_layout(report: DatasetReport, folders: list[Folder], reg_root: Path | None) -> None:
     for folder in folders:
         report.folders[folder.path.name] = {"repeats": folder.repeats, "images": len(folder.images),
                                             "is_reg": folder.is_reg}
         for loop in folder.loops:
             _add(report, "error", "symlink-loop", loop, "symbolic link loop", "remove or fix the link")
-        if folder.repeats is None and folder.images:
+        if folder.path in (report.root, reg_root):
+            _check_loose_images(report, folder)
+        elif folder.repeats is None and folder.images:
             _add(report, "error", "no-repeats", folder.path,
                  f"folder has no repeat count, so sd-scripts silently skips its {len(folder.images)} images",
                  f"rename it to e.g. '10_{folder.path.name}' (10 repeats)")
@@ -86,10 +88,20 @@ def _check_layout(report: DatasetReport, folders: list[Folder]) -> None:
             _add(report, "error", "zero-repeats", folder.path,
                  f"repeat count {folder.repeats} trains none of its images (sd-scripts skips the folder)",
                  "use at least 1 repeat")
-    if report.flat:
-        _add(report, "info", "flat-folder", report.root,
-             "images sit directly in the dataset folder (trained with 1 repeat)",
-             f"move them into a subfolder such as '10_{report.root.name}' to set repeats and class tokens")
+
+
+def _check_loose_images(report: DatasetReport, folder: Folder) -> None:
+    """Images directly in the dataset (or regularisation) folder: sd-scripts trains only its subfolders."""
+    if not folder.images:
+        return
+    fix = f"move them into a subfolder such as '10_{folder.path.name}' (10 repeats, class tokens from the name)"
+    if report.flat and folder.path == report.root:
+        _add(report, "error", "flat-folder", folder.path,
+             f"{len(folder.images)} images sit directly in the dataset folder; sd-scripts (and loratui) train only "
+             "<repeats>_<name> subfolders, so none would be trained", fix)
+    else:
+        _add(report, "warning", "loose-images", folder.path,
+             f"{len(folder.images)} image(s) directly in this folder are not trained (sd-scripts ignores them)", fix)
 
 
 def _check_image(report: DatasetReport, folder: Folder, image: Path, caption_ext: str, resolution: int,
