@@ -62,7 +62,8 @@ def _folders(args: argparse.Namespace, cfg: TrainingConfig) -> list[FolderCount]
                               reg_dir=cfg.dataset.reg_data_dir, resolution=cfg.dataset.resolution,
                               bucket_spec=bucket_spec_from_config(cfg))
         if report.errors:
-            raise CommandError(f"{report.errors[0].line().removeprefix('error: ')} (run `loratui check {args.dataset}` for all findings)")
+            first = report.errors[0].line().removeprefix("error: ")
+            raise CommandError(f"{first} (run `loratui check {args.dataset}` for all findings)")
         return report.folder_counts()
     if args.images is None:
         raise CommandError("give --images N (with --repeats) or --dataset DIR so there is something to count")
