@@ -129,6 +129,8 @@ class MonitorScreen(Screen):
     def _show_status(self) -> None:
         snap = self.snapshot
         state = rundir.run_state(self.run_dir)
+        if state in rundir.FINAL_STATES:
+            snap.end()  # dead, stopped, done or failed: the last ETA the trainer sent no longer counts down
         text = Text()
         text.append(f"{state}  ", style={"running": "bold green", "done": "bold cyan", "failed": "bold red",
                                          "dead": "bold red", "stopped": "bold yellow"}.get(state, "bold"))
