@@ -21,6 +21,7 @@ from loratui.core.run import rundir
 from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.monitor import MonitorScreen
 from loratui.tui.screens.wizard import WizardScreen
+from loratui.tui.steps.captions import CaptionsStep
 
 DOUBLE_PRESS_SECONDS = 2.0  # Ctrl+C twice within this quits
 
@@ -128,6 +129,12 @@ class LoraTuiApp(App):
 
     async def action_quit(self) -> None:
         saved = self.save_pending()
+        wizard = self._wizard()
+        if wizard is not None and wizard.query_one(CaptionsStep).unsaved():
+            # The caption core refused the save (its message is shown): quitting now would drop the edit.
+            self.notify("the caption edit is not saved: fix what the message says, or Ctrl+Z drops the edit; "
+                        "then quit", title="Not quitting", severity="error", timeout=10)
+            return
         self.exit(message=f"saved {', '.join(saved)}" if saved else None)
 
     async def action_ctrl_c_quit(self) -> None:

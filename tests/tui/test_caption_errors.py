@@ -294,7 +294,12 @@ async def test_editor_save_of_an_undecodable_caption_keeps_the_edit(demo_dir):
         await pilot.pause()
         assert step.current.image.name == "toy_00.png" and editor.text == "café toy, red, smiling"
         assert caption.read_bytes() == LATIN1 and journal.last_operation(demo_dir / "dataset") is None
-        assert app.is_running
+        await pilot.press("ctrl+q")  # quitting would drop it: refused, with the way out
+        await wait_until(pilot, lambda: "Ctrl+Z drops the edit" in _messages(app))
+        assert app.is_running and editor.text == "café toy, red, smiling"
+        await pilot.press("ctrl+z", "ctrl+q")  # the user drops the edit on purpose; now it quits
+        await wait_until(pilot, lambda: not app.is_running)
+    assert caption.read_bytes() == LATIN1
 
 
 # --- 5. monitor -----------------------------------------------------------------------------------------------
