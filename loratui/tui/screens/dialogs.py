@@ -182,10 +182,11 @@ class TagToolDialog(ModalScreen[list[ops.Change] | None]):
         try:
             op = build_tag_op(tool, self.query_one("#first", Input).value, self.query_one("#second", Input).value,
                               self.files)
-        except ValueError as exc:
+            changes = ops.plan(self.files, op)  # refuses a caption it cannot decode, naming the file
+        except ValueError as exc:  # ops.CaptionError and CaptionDecodeError: one line, shown as it is
             self.query_one("#diff-text", Static).update(Text(str(exc), style="bold red"))
             return
-        self.changes = ops.plan(self.files, op)
+        self.changes = changes
         diff = ops.diff(self.changes[:200], self.root) or "no caption would change"
         summary = f"{len(self.changes)} caption(s) will change\n"
         self.query_one("#diff-text", Static).update(Text(summary + diff))

@@ -129,6 +129,8 @@ class MonitorScreen(Screen):
     def _show_status(self) -> None:
         snap = self.snapshot
         state = rundir.run_state(self.run_dir)
+        if state in rundir.FINAL_STATES:
+            snap.end()  # dead, stopped, done or failed: the last ETA the trainer sent no longer counts down
         if (state not in ("starting", "running", "stopping")) != self.finished:
             self.finished = not self.finished
             self.refresh_bindings()

@@ -12,13 +12,16 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static, TextArea
 
 from loratui.core.captions import journal, ops
+from loratui.core.captions.text import CaptionDecodeError
 from loratui.core.config import TrainingConfig
 from loratui.core.dataset.report import DatasetReport
-from loratui.tui.screens.dialogs import TagToolDialog
+from loratui.tui.screens.dialogs import ConfirmDialog, TagToolDialog
 from loratui.tui.screens.tagger_dialog import TaggerDialog
 from loratui.tui.widgets.image_preview import ImagePreview
 
 PREVIEW_DELAY = 0.12
+# What the caption core raises for bad input or a busy dataset: one line naming the file, shown as it is.
+CAPTION_ERRORS = (ops.CaptionError, CaptionDecodeError)
 
 
 class CaptionsStep(Vertical):
@@ -74,7 +77,12 @@ class CaptionsStep(Vertical):
         return self.query_one("#images", DataTable)
 
     def config_updated(self, config: TrainingConfig) -> None:
+        old_ext = self.config.dataset.caption_extension
         self.config = config
+        if self.root is not None and config.dataset.caption_extension != old_ext:
+            self.save_current()  # the edit belongs to the file it was typed for
+            if not self.unsaved():  # an edit that could not be saved stays in the editor, never dropped
+                self._reload_keeping_selection()  # the captions training will now read (or why there are none)
 
     def load(self, root: Path, report: DatasetReport | None = None) -> None:
         """(Re)read every caption under ``root``; keep the selection."""
@@ -86,12 +94,26 @@ class CaptionsStep(Vertical):
                 self.problems.setdefault(finding.path, []).append(line)
         selected = self.current.image if self.current else None
         pending = self.query_one("#editor", TextArea).text if self.unsaved() else None  # a refused save
-        self.files = ops.load_captions(root, self.config.dataset.caption_extension)
+        try:
+            self.files = ops.load_captions(root, self.config.dataset.caption_extension)
+        except CAPTION_ERRORS as exc:
+            self._show_load_error(str(exc))
+            return
         self.current = None
         self.apply_filter(select=selected)
         if pending is not None and self.current is not None and self.current.image == selected:
             self.query_one("#editor", TextArea).load_text(pending)  # a re-check must not drop the kept edit
         self.refresh_frequency()
+
+    def _show_load_error(self, message: str) -> None:
+        """No list rather than a wrong one: the captions cannot be read as configured (e.g. ``.png``)."""
+        self.files, self.shown, self.current = [], [], None
+        self.query_one("#images", DataTable).clear()
+        self.query_one("#tag-freq", DataTable).clear()
+        self.query_one("#editor", TextArea).load_text("")
+        self.query_one("#caption-file", Static).update(Text("no captions listed", style="bold"))
+        self.query_one("#caption-problem", Static).update(Text(message, style="bold red"))
+        self.notify(message, title="Captions", severity="error", timeout=10)
 
     def apply_filter(self, select: Path | None = None) -> None:
         pattern = self.query_one("#caption-filter", Input).value.strip()
@@ -131,7 +153,7 @@ class CaptionsStep(Vertical):
             return
         self.save_current()  # save on leave: an edit is never lost
         if self.unsaved():
-            self._stay_on_current()  # the save was refused (locked dataset): leaving would drop the edit
+            self._stay_on_current()  # the save was refused (message shown): leaving would drop the edit
             return
         self.current = item
         # Holding an arrow key over 10,000 rows must not decode every image: draw the preview once it settles.
@@ -163,18 +185,20 @@ class CaptionsStep(Vertical):
         text = self.query_one("#editor", TextArea).text
         if text == self.current.text:
             return False
-        change = ops.Change(self.current.caption, self.current.raw, text.encode("utf-8"), self.current.exists)
         # journal.apply takes the dataset's caption lock, the one `loratui captions` holds: never two writers.
         try:
+            change = ops.edit(self.current, text)  # the file's own encoding, BOM and line endings
             journal.apply(self.root, [change], f"edit {self.current.caption.name}")
         except journal.CaptionLockError as exc:
             self.notify(f"{self.current.caption.name} not saved: another caption operation (pid {exc.holder}) is "
                         "changing this dataset; your edit is kept, Ctrl+S saves it once that one ends",
                         severity="error", timeout=10)
             return False
-        except (OSError, ops.CaptionError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.notify(f"could not save {self.current.caption}: {why}; your text is still in the editor",
+        except CAPTION_ERRORS as exc:
+            self.notify(f"{exc}; your text is still in the editor", title="Not saved", severity="error", timeout=10)
+            return False
+        except OSError as exc:
+            self.notify(f"could not save {self.current.caption}: {exc.strerror}; your text is still in the editor",
                         severity="error", timeout=10)
             return False
         self._replace_file(ops.CaptionFile(self.current.image, self.current.caption, change.new, True))
@@ -211,16 +235,36 @@ class CaptionsStep(Vertical):
             editor.load_text(self.current.text)
             self.notify(f"undid the unsaved edit of {self.current.caption.name}")
             return
+        self._undo()
+
+    def _undo(self, force: bool = False) -> None:
         try:
-            undone = journal.undo(self.root)
-        except ops.CaptionError as exc:  # locked by another operation, or files edited since: nothing was undone
-            self.notify(str(exc), severity="error", timeout=10)
+            undone = journal.undo(self.root, force=force)
+        except journal.UndoConflict as exc:
+            self.notify(str(exc), title="Not undone", severity="warning", timeout=10)
+            self._offer_forced_undo(exc)
+            return
+        except CAPTION_ERRORS as exc:
+            self.notify(str(exc), title="Not undone", severity="error", timeout=10)
             return
         if undone is None:
             self.notify("nothing to undo")
             return
         self.notify(f"undid: {undone[0]} ({undone[1]} file(s))")
         self._reload_keeping_selection()
+
+    def _offer_forced_undo(self, conflict: journal.UndoConflict) -> None:
+        """Name the hand-edited files and let the user discard those edits on purpose (a second, explicit yes)."""
+        names = "\n".join(f"  {p.name}" for p in conflict.paths[:8])
+        more = f"\n  and {len(conflict.paths) - 8} more" if len(conflict.paths) > 8 else ""
+        question = (f"{len(conflict.paths)} caption(s) changed since '{conflict.operation}':\n{names}{more}\n"
+                    "Undo anyway? Those edits are lost.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._undo(force=True)
+
+        self.app.push_screen(ConfirmDialog(question, yes="Undo anyway"), answered)
 
     def _reload_keeping_selection(self) -> None:
         """Re-read captions from disk (the editor must not re-save its stale text) and keep the selection."""
@@ -236,15 +280,16 @@ class CaptionsStep(Vertical):
             return
         self.save_current()
         if self.unsaved():
-            return  # the save was refused and said why; the tools would rewrite this caption under the edit
+            return  # the reload after a batch would drop the edit the save just refused
 
         def apply(changes: list[ops.Change] | None) -> None:
             if not changes:
                 return
-            try:  # the same dataset lock as every caption writer; all or nothing
+            try:
                 journal.apply(self.root, changes, f"tag tools ({len(changes)} captions)")
-            except (OSError, ops.CaptionError) as exc:
-                self.notify(f"tag tools not applied, no caption changed: {exc}", severity="error", timeout=10)
+            except CAPTION_ERRORS as exc:  # all or nothing: no caption was changed
+                self.notify(str(exc), title="Not applied", severity="error", timeout=10)
+                self._reload_keeping_selection()  # e.g. a caption edited elsewhere: the next try sees it
                 return
             self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
             self._reload_keeping_selection()
