@@ -142,7 +142,8 @@ class LoraTuiApp(App):
         if wizard is not None and wizard.query_one("#captions").unsaved() and not self._quit_unsaved:
             # The save was refused (another process holds the captions) and said why: quitting would drop it.
             self._quit_unsaved = True
-            self.notify("the caption edit is not saved (see above); Ctrl+Q again quits without it",
+            self.notify("the caption edit is not saved (see above): Ctrl+Z drops the edit, or Ctrl+Q again quits "
+                        "without it",
                         severity="warning", timeout=10)
             return
         self.exit(message=f"saved {', '.join(saved)}" if saved else None)

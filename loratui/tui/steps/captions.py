@@ -287,8 +287,8 @@ class CaptionsStep(Vertical):
                 return
             try:
                 journal.apply(self.root, changes, f"tag tools ({len(changes)} captions)")
-            except CAPTION_ERRORS as exc:  # all or nothing: no caption was changed
-                self.notify(str(exc), title="Not applied", severity="error", timeout=10)
+            except (*CAPTION_ERRORS, OSError) as exc:  # all or nothing: no caption was changed
+                self.notify(f"tag tools not applied, no caption changed: {exc}", severity="error", timeout=10)
                 self._reload_keeping_selection()  # e.g. a caption edited elsewhere: the next try sees it
                 return
             self.notify(f"changed {len(changes)} caption(s); Ctrl+Z undoes it")
