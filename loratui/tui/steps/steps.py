@@ -193,7 +193,8 @@ class StepsStep(Vertical):
         best = self.gpus.best if self.gpus else None
         timing = time_estimate(total_steps, self.config, best.name if best else None)
         where = best.name if best else "this CPU"
-        return f"~{format_duration(timing.seconds)} on {where} ({timing.label}: {timing.basis})"
+        how = f"measured: {timing.basis}" if timing.measured else "estimated; `loratui bench` measures it"
+        return f"~{format_duration(timing.seconds)} on {where} ({how})"
 
     def _plan_table(self, plan) -> Table:
         cfg = self.config
