@@ -63,3 +63,20 @@ async def wait_until(pilot, condition, tries: int = 600) -> None:
             return
         await pilot.pause(0.05)
     raise AssertionError("condition not reached")
+
+
+async def edit_first_caption(pilot, app, text: str):
+    """Go to Captions, type ``text`` at the end of the first caption and leave it unsaved; returns the editor."""
+    from textual.widgets import DataTable, TextArea
+
+    from loratui.tui.steps.captions import CaptionsStep
+
+    await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
+    await pilot.press("ctrl+n")
+    step = app.screen.query_one(CaptionsStep)
+    await wait_until(pilot, lambda: step.current is not None and step.current.image.name == "toy_00.png")
+    editor = app.screen.query_one("#editor", TextArea)
+    editor.focus()
+    await pilot.press("end", *text)
+    await wait_until(pilot, lambda: editor.text.endswith(text))
+    return editor

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 
-from textual.widgets import DataTable, TextArea
+from textual.widgets import DataTable
 
 from loratui.tui.app import make_app
 from loratui.tui.steps.captions import CaptionsStep
 
-from .conftest import wait_until
+from .conftest import edit_first_caption, wait_until
 
 SIZE = (80, 24)
 HOLDER = textwrap.dedent("""
@@ -45,17 +45,6 @@ def _messages(app) -> str:
     return "\n".join(str(n.message) for n in app._notifications)
 
 
-async def _edit_first_caption(pilot, app, text: str) -> TextArea:
-    await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
-    await pilot.press("ctrl+n")
-    step = app.screen.query_one(CaptionsStep)
-    await wait_until(pilot, lambda: step.current is not None and step.current.image.name == "toy_00.png")
-    editor = app.screen.query_one("#editor", TextArea)
-    editor.focus()
-    await pilot.press("end", *text)
-    await wait_until(pilot, lambda: editor.text.endswith(text))
-    return editor
-
 
 async def test_a_locked_dataset_refuses_the_save_and_keeps_the_edit(demo_dir):
     dataset = demo_dir / "dataset"
@@ -63,7 +52,7 @@ async def test_a_locked_dataset_refuses_the_save_and_keeps_the_edit(demo_dir):
     original = caption.read_bytes()
     app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
     async with app.run_test(size=SIZE) as pilot:
-        editor = await _edit_first_caption(pilot, app, ", red")
+        editor = await edit_first_caption(pilot, app, ", red")
         holder = _hold_lock(dataset)
         try:
             await pilot.press("ctrl+s")
@@ -113,7 +102,7 @@ async def test_quit_with_an_edit_the_lock_refused_asks_first(demo_dir):
     original = caption.read_bytes()
     app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
     async with app.run_test(size=SIZE) as pilot:
-        editor = await _edit_first_caption(pilot, app, ", blue")
+        editor = await edit_first_caption(pilot, app, ", blue")
         holder = _hold_lock(dataset)
         try:
             await pilot.press("ctrl+q")

@@ -9,10 +9,9 @@ from textual.widgets import DataTable, Input, TextArea
 
 from loratui.core.captions import journal
 from loratui.tui.app import make_app
-from loratui.tui.steps.captions import CaptionsStep
 from loratui.tui.widgets.step_header import StepHeader
 
-from .conftest import wait_until
+from .conftest import edit_first_caption, wait_until
 from .test_wizard import _text
 
 SIZE = (80, 24)
@@ -26,25 +25,13 @@ def _messages(app) -> str:
     return "\n".join(str(n.message) for n in app._notifications)
 
 
-async def _on_captions_with_edit(pilot, app, text: str):
-    """Go to Captions, type ``text`` at the end of the first caption, leave it unsaved; returns the step."""
-    await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
-    await pilot.press("ctrl+n")
-    step = app.screen.query_one(CaptionsStep)
-    await wait_until(pilot, lambda: step.current is not None and step.current.image.name == "toy_00.png")
-    editor = app.screen.query_one("#editor", TextArea)
-    editor.focus()
-    await pilot.press("end", *text)
-    await wait_until(pilot, lambda: editor.text.endswith(text))
-    return step
-
 
 async def test_quit_with_a_pending_edit_saves_it(demo_dir):
     app = _app(demo_dir)
     caption = demo_dir / "dataset" / "4_sks toy" / "toy_00.txt"
     original = caption.read_text()
     async with app.run_test(size=SIZE) as pilot:
-        await _on_captions_with_edit(pilot, app, ", smiling")
+        await edit_first_caption(pilot, app, ", smiling")
         assert caption.read_text() == original  # not saved yet
         await pilot.press("ctrl+q")
     assert caption.read_text() == original + ", smiling"
@@ -55,7 +42,7 @@ async def test_ctrl_c_twice_quits_and_saves_the_edit(demo_dir):
     caption = demo_dir / "dataset" / "4_sks toy" / "toy_00.txt"
     original = caption.read_text()
     async with app.run_test(size=SIZE) as pilot:
-        await _on_captions_with_edit(pilot, app, ", happy")
+        await edit_first_caption(pilot, app, ", happy")
         await pilot.press("ctrl+c")
         await wait_until(pilot, lambda: "press Ctrl+C again" in _messages(app))
         assert app.is_running and caption.read_text() == original  # once only warns (and copies nothing away)
@@ -68,7 +55,7 @@ async def test_closing_the_terminal_sighup_saves_the_edit(demo_dir):
     caption = demo_dir / "dataset" / "4_sks toy" / "toy_00.txt"
     original = caption.read_text()
     async with app.run_test(size=SIZE) as pilot:
-        await _on_captions_with_edit(pilot, app, ", hung up")
+        await edit_first_caption(pilot, app, ", hung up")
         assert app._hangup_installed  # without the handler the signal would end the test process
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_until(pilot, lambda: caption.read_text() == original + ", hung up")
@@ -81,7 +68,7 @@ async def test_ctrl_z_has_one_meaning_and_one_history(demo_dir):
     original = caption.read_bytes()
     root = demo_dir / "dataset"
     async with app.run_test(size=SIZE) as pilot:
-        await _on_captions_with_edit(pilot, app, ", draft")
+        await edit_first_caption(pilot, app, ", draft")
         editor = app.screen.query_one("#editor", TextArea)
         await pilot.press("ctrl+z")  # the unsaved edit goes; nothing is written
         await wait_until(pilot, lambda: editor.text == original.decode())
