@@ -121,13 +121,6 @@ class GridLayout:
         top = self.header_h + self.gap + row * (self.cell_h + self.gap)
         return left, top, left + self.cell_w, top + self.cell_h
 
-    def cell_at(self, x: int, y: int) -> tuple[int, int] | None:
-        for row in range(self.rows):
-            for col in range(self.cols):
-                left, top, right, bottom = self.cell_box(row, col)
-                if left <= x < right and top <= y < bottom:
-                    return row, col
-        return None
 
 
 def _font() -> ImageFont.ImageFont:

@@ -1,7 +1,7 @@
 """Training speed the trainer really reached on this machine, per device and resolution.
 
-The monitor records it when a run reports its it/s; the Steps screen then estimates a run's time from it
-(and says "measured") instead of the rough reference table in ``speed.py`` (which it calls "estimated").
+The monitor records it when a run reports its it/s; ``speed.time_estimate`` then gives a run's time from it
+(the Steps screen says "measured") instead of the rough reference table (which it calls "estimated").
 Stored as images per second so that a different batch size still gives a fair estimate.
 """
 
@@ -47,10 +47,3 @@ def record(device: str, resolution: int, it_per_s: float, images_per_step: int, 
 
 def images_per_second(device: str, resolution: int, path: Path | None = None) -> float | None:
     return _read(path or store_path()).get(_key(device, resolution))
-
-
-def measured_seconds(total_steps: int, images_per_step: int, device: str, resolution: int,
-                     path: Path | None = None) -> float | None:
-    """Seconds for ``total_steps`` from a stored measurement, or None when this device never ran it."""
-    speed = images_per_second(device, resolution, path)
-    return total_steps * images_per_step / speed if speed else None

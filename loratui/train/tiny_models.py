@@ -257,20 +257,6 @@ def pipeline_to_original(unet, vae, text_encoders: list, family: str) -> dict[st
     return {k: v.contiguous() for k, v in state.items()}
 
 
-def write_single_file(pipeline_dir: Path, out_file: Path, family: str, *, v_pred_marker: bool = False) -> Path:
-    """Write a tiny diffusers pipeline folder as an original-layout single-file ``.safetensors`` checkpoint."""
-    from diffusers import DiffusionPipeline
-    from safetensors.torch import save_file
-
-    pipe = DiffusionPipeline.from_pretrained(str(pipeline_dir), local_files_only=True)
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
-    state = pipeline_to_original(pipe.unet, pipe.vae, encoders, family)
-    if v_pred_marker:
-        state["v_pred"] = torch.zeros(0)
-    save_file(state, str(out_file))
-    return out_file
-
-
 def build_sd15_single_file(out_file: Path, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
     """A FULL-size SD1.5-architecture checkpoint with random weights, in the original single-file layout.
 

@@ -65,10 +65,6 @@ def decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("latin-1"), False
 
 
-def read_caption(path: Path) -> str:
-    return decode(path.read_bytes())[0] if path.exists() else ""
-
-
 def save_caption(path: Path, text: str) -> None:
     """Atomic single-caption save (the editor's Save), in the file's own encoding and line ending."""
     fmt = NEW_FILE
