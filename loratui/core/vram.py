@@ -7,7 +7,11 @@ Where the numbers come from:
 - Activations per image of batch, measured from the model configs at their native resolution with
   SDPA: SD1.5 at 512² ~0.66 GiB (0.14 GiB with gradient checkpointing); SDXL at 1024² ~4.44 GiB (0.45 GiB).
   They scale with pixel count; fp32 doubles them.
-- Trainable LoRA parameters (≈ 0.56M per rank unit on SD1.x, ≈ 3.4M on SDXL, from released file sizes) cost
+- The configured model's own parameter counts, activation sizes (relative to the released model's, which the
+  figures above were measured on) and LoRA parameters are counted from its configs by ``model_cost``, so the
+  built-in demo model or another architecture is not priced as the released one; the family figures are the
+  fallback when the configs cannot be read.
+- Trainable LoRA parameters (≈ 0.59M per rank unit on SD1.x, ≈ 3.6M on SDXL, UNet and text encoders) cost
   fp32 weights + gradients + optimizer state (AdamW 8 bytes, AdamW8bit 2, Lion/SGD 4, Adafactor ~1,
   Prodigy 16, DAdaptAdam 12 bytes per parameter).
 - A CUDA context (~0.45 GiB) and a 1.25× allowance for allocator fragmentation and temporaries. Published
@@ -28,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loratui.core import bench_store
+from loratui.core import bench_store, model_cost
 from loratui.core.config import TrainingConfig
 from loratui.core.speed import relative_speed
 
@@ -70,23 +74,44 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     batch = batch or cfg.schedule.train_batch_size
     weight_bytes = 4 if cfg.precision.mixed_precision == "no" else 2
     trains_te = cfg.trains_text_encoder
+    per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) * (cfg.dataset.resolution / native) ** 2
+    cost = model_cost.cost_of(cfg)
+    if cost is not None:  # the configured model's own sizes (the demo's is tiny), scaled from the family's
+        reference = model_cost.reference_cost(cfg.model.model_family)
+        unet_p, te_p, vae_p = cost.unet_params, cost.te_params, cost.vae_params
+        per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) \
+            * cost.unet_activations / reference.unet_activations
+        te_train *= cost.te_params / reference.te_params
     # loratui's trainer keeps the text encoders and the VAE (fp32, for samples) on the GPU even when their
     # outputs are cached; kohya moves them off, which is why its published 8 GB SDXL fit needs less
     parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": unet_p * weight_bytes / GIB,
              "text encoder": te_p * weight_bytes / GIB, "vae": vae_p * 4 / GIB}
-    scale = (cfg.dataset.resolution / native) ** 2
-    per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) * scale
     if weight_bytes == 4:
         per_image *= 2
     parts["activations"] = per_image * batch
     if trains_te:
         parts["text-encoder training"] = te_train * (0.5 if cfg.advanced.gradient_checkpointing else 1.0)
-    rank = cfg.network.network_dim
-    lora_params = lora_per_rank * rank * _NETWORK_FACTOR[cfg.network.network_type]
+    lora_params = _lora_params(cfg, cost, lora_per_rank)
     state = _OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
     parts["lora + optimizer"] = lora_params * (4 + 4 + state) / GIB
     peak = sum(parts.values()) * FRAGMENTATION
     return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()})
+
+
+def _lora_params(cfg: TrainingConfig, cost: model_cost.ModelCost | None, per_rank: float) -> float:
+    """Trainable parameters: counted on the model's own layers (kohya's targets) when its configs are known,
+    else the family's figure per rank unit. LoHa holds two pairs per layer, LoKr about 0.6 of LoRA."""
+    net = cfg.network
+    if cost is None:
+        return per_rank * net.network_dim * _NETWORK_FACTOR[net.network_type]
+    units = cost.lora_units
+    te = units["te"] * net.network_dim if cfg.trains_text_encoder else 0
+    convs = net.network_type == "locon" or (net.network_type != "lora" and net.conv_dim is not None)
+    if not convs:
+        unet = units["unet"] * net.network_dim
+    else:
+        unet = units["unet_locon"] * net.network_dim + units["unet_conv"] * (net.conv_dim or net.network_dim)
+    return (unet + te) * _NETWORK_FACTOR[net.network_type if net.network_type != "locon" else "lora"]
 
 
 def peak_for(cfg: TrainingConfig, batch: int, result: dict[str, Any] | None = None) -> tuple[float, bool]:

@@ -265,12 +265,28 @@ def time_steps(step: Callable[[int], torch.Tensor], warmup: int, steps: int, dev
     return (time.perf_counter() - start) / steps
 
 
+def _sdpa_flops(query: tuple, key: tuple, value: tuple, *_: object, **__: object) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_backward_flops(grad: tuple, query: tuple, key: tuple, value: tuple, *_: object, **__: object) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad, query, key, value)
+
+
 def count_flops(step: Callable[[int], torch.Tensor]) -> float | None:
     """FLOPs of one training step (forward, backward, recomputation) counted by torch's dispatcher."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    aten = torch.ops.aten
+    # the CPU's fused attention kernel has no formula in torch's table: count it as the CUDA kernels are
+    cpu_attention = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+                     aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward_flops}
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
             step(0).item()
         return float(counter.get_total_flops())
     except Exception:  # e.g. a compiled UNet the counter cannot see into

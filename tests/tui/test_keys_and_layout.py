@@ -10,6 +10,8 @@ from textual.widgets import DataTable, Input, Static, TabbedContent, Tabs, TextA
 from textual.widgets._footer import FooterKey
 
 from loratui.core import measured_speed
+from loratui.core.demo_config import demo_config
+from loratui.core.presets import load_config
 from loratui.tui.app import make_app
 from loratui.tui.screens.help import HelpScreen
 from loratui.tui.screens.monitor import MonitorScreen
@@ -119,7 +121,8 @@ async def test_every_wizard_step_fits_80x24_with_a_readable_footer(demo_dir):
 
 
 async def test_steps_vram_field_drives_the_batch_suggestion_and_time_says_measured(demo_dir):
-    measured_speed.record("cpu", 64, it_per_s=2.0, images_per_step=2)  # a run on this machine measured 4 img/s
+    # a run of this config on this machine measured 2 it/s at batch 2: 4 img/s
+    measured_speed.record("cpu", demo_config(demo_dir), it_per_s=2.0)
     app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot, app)
@@ -201,7 +204,9 @@ async def test_monitor_escape_goes_back_to_the_wizard_and_records_speed(tmp_path
         assert sum(c.get_render_width(row) for c in row.columns.values()) <= row.content_region.width
         assert size_column.label
         assert "in the background" not in monitor.leave_message()  # the run has ended
-        await wait_until(pilot, lambda: measured_speed.images_per_second("cpu", 512) == 4.0)
+        ran = load_config(run / "config.yaml")  # 4 it/s at its batch
+        expected = 4.0 * ran.schedule.train_batch_size
+        await wait_until(pilot, lambda: abs((measured_speed.images_per_second("cpu", ran) or 0) - expected) < 1e-6)
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, WizardScreen))
 

@@ -98,7 +98,7 @@ class MonitorScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="speed")
     def record_speed(self) -> None:
-        """Keep the trainer's real it/s for this device and resolution: the Steps screen's time estimate."""
+        """Keep the trainer's real speed for this device and model: the Steps screen's time estimate."""
         snap = self.snapshot
         try:
             cfg = load_config(self.run_dir / rundir.CONFIG)
@@ -108,8 +108,7 @@ class MonitorScreen(Screen):
         if not snap.device.startswith("cpu"):
             best = detect_gpus().best
             device = best.name if best else snap.device
-        images = cfg.schedule.train_batch_size * cfg.optimizer.gradient_accumulation_steps
-        measured_speed.record(device, cfg.dataset.resolution, float(snap.it_per_s or 0), images)
+        measured_speed.record(device, cfg, float(snap.it_per_s or 0))
 
     def _show_snapshot(self) -> None:
         snap = self.snapshot
