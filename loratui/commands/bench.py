@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="bench this config or preset (its checkpoint, if it names one)")
     p.add_argument("--family", choices=FAMILIES,
                    help="bench this architecture with random weights (tiny, tiny-sdxl: CPU-sized test models)")
-    p.add_argument("--resolution", type=int, help="image side in pixels (default: the family's native)")
+    p.add_argument("--resolution", type=int,
+                   help="image side in pixels (default: the config's, or the family's native with --family)")
     p.add_argument("--batch", help="comma-separated batch sizes (default 1,2,4,8,… until out of memory)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per batch size (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps per batch size (default 3)")
@@ -80,7 +81,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from loratui.train.bench import bench_config, default_batches, run_bench, stderr_progress
     from loratui.train.model_loading import ModelLoadError
 
-    cfg = bench_config(cfg, family, args.resolution)
+    # the run's own resolution when benching its config: the figures are for that run
+    resolution = args.resolution or (cfg.dataset.resolution if args.config and not args.family else None)
+    cfg = bench_config(cfg, family, resolution)
     try:
         result = run_bench(cfg, family, batches or default_batches(), warmup=args.warmup, steps=args.steps,
                            bare=not args.no_bare, progress=stderr_progress)

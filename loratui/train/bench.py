@@ -374,8 +374,8 @@ def bench_bare(cfg: TrainingConfig, device_models: Callable[[], Models], items: 
     def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         states, pooled = [], None
         for index, (tok, te) in enumerate(zip(m.tokenizers, m.text_encoders, strict=True)):
-            out = te(tok(captions, padding="max_length", max_length=77).input_ids.to(device),
-                     output_hidden_states=True)
+            ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+            out = te(ids.input_ids.to(device), output_hidden_states=True)
             states.append(out.hidden_states[-2] if m.is_sdxl else out.hidden_states[-1])
             if m.is_sdxl and index == 1:
                 pooled = out.text_embeds

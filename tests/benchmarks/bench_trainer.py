@@ -48,52 +48,16 @@ def ours(demo: Path, steps: int) -> float:
 
 
 def plain(demo: Path, steps: int) -> float:
-    """The loop a person would write from the diffusers/peft docs."""
-    import torch.nn.functional as F
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-    from peft import LoraConfig, inject_adapter_in_model
-    from PIL import Image
+    """The loop a person would write from the diffusers/peft docs (the bench's own bare loop), on the demo's
+    model and settings, over as many images of the same size."""
+    from loratui.train.bench import bench_bare, write_bench_images
+    from loratui.train.model_loading import load_models
 
-    torch.manual_seed(0)
-    pipe = StableDiffusionPipeline.from_pretrained(demo / "model")
-    unet, te, vae, tok = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
-    for m in (unet, te, vae):
-        m.requires_grad_(False)
-    unet_targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
-    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=unet_targets), unet)
-    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                            "out_proj", "fc1", "fc2"]), te)
-    params = [p for m in (unet, te) for n, p in m.named_parameters() if "lora_" in n]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": [p for n, p in unet.named_parameters() if "lora_" in n], "lr": 1e-3},
-                             {"params": [p for n, p in te.named_parameters() if "lora_" in n], "lr": 5e-4}])
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    images = sorted((demo / "dataset").rglob("*.png"))
-    latents, captions = [], []
-    with torch.no_grad():
-        for path in images:
-            im = Image.open(path).convert("RGB").resize((64, 64))
-            x = torch.from_numpy(__import__("numpy").asarray(im, dtype="float32") / 127.5 - 1).permute(2, 0, 1)
-            latents.append(vae.encode(x[None]).latent_dist.sample()[0] * vae.config.scaling_factor)
-            captions.append(path.with_suffix(".txt").read_text())
-    marks = []
-    for step in range(steps):
-        idx = [(2 * step) % len(images), (2 * step + 1) % len(images)]
-        lat = torch.stack([latents[i] for i in idx])
-        noise = torch.randn_like(lat)
-        t = torch.randint(0, 1000, (2,))
-        ids = tok([captions[i] for i in idx], padding="max_length", max_length=77, truncation=True,
-                  return_tensors="pt").input_ids
-        pred = unet(sched.add_noise(lat, noise, t), t, te(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-        loss.item()
-        marks.append(time.perf_counter())
-    return (len(marks) - WARMUP) / (marks[-1] - marks[WARMUP - 1])
+    cfg = demo_config(demo)
+    items = write_bench_images(Path(tempfile.mkdtemp()), cfg.dataset.resolution, count=10)
+    it_per_s = bench_bare(cfg, lambda: load_models(cfg), items, [cfg.schedule.train_batch_size], WARMUP, steps,
+                          torch.device("cpu"), lambda *_: None)
+    return it_per_s[cfg.schedule.train_batch_size]
 
 
 def main() -> None:

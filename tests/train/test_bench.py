@@ -96,6 +96,29 @@ def test_sdxl_conditioning_and_cached_text_encoder_outputs_bench_on_cpu(capsys, 
     assert row["images_per_s"] > 0 and row["ratio"] > 0
 
 
+def test_bench_of_a_config_trains_the_checkpoint_it_names_in_both_loops(capsys, monkeypatch, tmp_path,
+                                                                      tiny_sd1_dir, demo_dataset) -> None:
+    """`loratui bench --config FILE`: the user's own model with its real tokenizer, in ours and the bare loop."""
+    from loratui.core.presets import save_preset
+
+    from .conftest import make_config
+
+    monkeypatch.setenv("LORATUI_HOME", str(tmp_path))
+    save_preset(make_config(tiny_sd1_dir, demo_dataset), tmp_path / "run.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["bench", "--config", str(tmp_path / "run.yaml"), "--steps", "1", "--warmup", "0", "--batch",
+                     "1", "--json", "--no-save"])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["model"] == str(tiny_sd1_dir)
+    assert result["resolution"] == 64  # the run's own, not the family's native 512
+    (row,) = result["rows"]
+    assert row["images_per_s"] > 0 and row["bare_it_per_s"] > 0
+
+
 def test_bench_without_a_config_or_family_is_a_one_line_error(capsys) -> None:
     assert main(["bench"]) == 2
     assert "give --config FILE" in capsys.readouterr().err
