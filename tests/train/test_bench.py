@@ -17,7 +17,7 @@ ROW_FIELDS = {"batch", "it_per_s", "images_per_s", "peak_vram_gib", "reserved_vr
               "estimated_vram_gib", "estimate_error_pct", "mfu_pct", "bare_it_per_s", "ratio", "oom"}
 TOP_FIELDS = {"gpu", "device", "family", "resolution", "model", "weights", "settings", "warmup_steps", "timed_steps",
               "date", "torch", "flops_per_image", "bf16_peak_tflops", "rows", "largest_batch", "fastest", "notes",
-              "stored"}
+              "stored", "resident"}
 
 
 @pytest.fixture(scope="module")
