@@ -54,6 +54,7 @@ def test_bench_json_has_every_field(bench_run) -> None:
         assert row["peak_vram_gib"] is None and row["mfu_pct"] is None
     assert result["device"] == "cpu" and result["gpu"] is None
     assert result["family"] == "tiny" and result["resolution"] == 64 and result["weights"] == "random"
+    assert result["resident"] == ["text_encoders", "unet"]  # the default trains the text encoders
     assert result["flops_per_image"] > 0
     assert result["largest_batch"] == 2
     assert result["fastest"]["batch"] in (1, 2)
@@ -92,6 +93,7 @@ def test_sdxl_conditioning_and_cached_text_encoder_outputs_bench_on_cpu(capsys, 
     assert code == 0 and "stored" not in result
     assert result["family"] == "tiny-sdxl" and result["settings"]["cache_text_encoder_outputs"]
     assert not result["settings"]["train_text_encoder"]
+    assert result["resident"] == ["unet"]  # latents and conditioning cached: the VAE and encoders left the device
     (row,) = result["rows"]
     assert row["images_per_s"] > 0 and row["ratio"] > 0
 
