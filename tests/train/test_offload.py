@@ -85,3 +85,18 @@ def test_what_the_steps_use_stays_and_training_runs(tmp_path, tiny_sd1_dir, demo
     te_dtype = torch.float32 if "text_encoders" in offloaded else torch.bfloat16
     assert at_setup["te_dtype"] == trainer.models.text_encoders[0].dtype == te_dtype
     assert [s["step"] for s in rec.of("step")] == [1] and trainer.last_saved.exists()
+
+
+def test_a_caption_missing_from_the_cache_brings_the_parked_encoders_back(tmp_path, tiny_sd1_dir, demo_dataset):
+    cfg = make_config(tiny_sd1_dir, demo_dataset, precision__mixed_precision="bf16",
+                      network__network_train_unet_only=True, advanced__cache_text_encoder_outputs=True)
+    trainer = Trainer(cfg, tmp_path, Recorder())
+    trainer.setup()
+    kept = Trainer(cfg, tmp_path / "kept", Recorder())
+    kept.offload_device = None
+    kept.setup()
+    hidden, _ = trainer._text(["a caption written after set-up"])
+    want, _ = kept._text(["a caption written after set-up"])
+    assert torch.equal(hidden, want) and hidden.dtype == torch.bfloat16  # encoded as by resident encoders
+    assert "a caption written after set-up" in trainer.te_cache
+    assert trainer.models.text_encoders[0].dtype == torch.float32  # and parked again
