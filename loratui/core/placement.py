@@ -9,8 +9,8 @@ sd-scripts keeps on the GPU only what a step uses:
   fixed captions (``is_text_encoder_output_cacheable``: no shuffle or tag dropout).
 - ``library/train_util.py`` ``sample_images_common``: the VAE comes to the device for sampling and goes back.
 
-loratui follows the same rules for every family (it caches SD1/SD2 text-encoder outputs too), with the
-trainer's own test for "the cache is used" (``Trainer._text``: caching asked for and no text-encoder network).
+loratui follows the same rules for every family (it caches SD1/SD2 text-encoder outputs too); the trainer
+uses its text-encoder cache exactly when ``text_encoder_outputs_cached`` says so.
 A caption that only ever drops whole (``caption_dropout_rate``, ``caption_dropout_every_n_epochs``) becomes the
 empty caption, which is cached with the others, so it does not keep the encoders on the device.
 """
@@ -28,8 +28,9 @@ def captions_vary(cfg: TrainingConfig) -> bool:
 
 
 def text_encoder_outputs_cached(cfg: TrainingConfig) -> bool:
-    """The trainer reads conditioning from its cache (``Trainer._text``): asked for, and the encoders frozen."""
-    return cfg.advanced.cache_text_encoder_outputs and not cfg.trains_text_encoder
+    """The trainer reads conditioning from its cache (``Trainer._text``): asked for, the encoders frozen, and
+    captions that stay the same from step to step (shuffled ones would fill the cache with one-off entries)."""
+    return cfg.advanced.cache_text_encoder_outputs and not cfg.trains_text_encoder and not captions_vary(cfg)
 
 
 def resident_during_steps(cfg: TrainingConfig) -> frozenset[str]:
@@ -41,6 +42,6 @@ def resident_during_steps(cfg: TrainingConfig) -> frozenset[str]:
     resident = {"unet"}
     if not cfg.dataset.cache_latents:
         resident.add("vae")
-    if not text_encoder_outputs_cached(cfg) or captions_vary(cfg):
+    if not text_encoder_outputs_cached(cfg):
         resident.add("text_encoders")
     return frozenset(resident)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from loratui.core.config import TrainingConfig
-from loratui.core.placement import COMPONENTS, resident_during_steps
+from loratui.core.placement import COMPONENTS, resident_during_steps, text_encoder_outputs_cached
 from loratui.core.vram import what_to_lower
 from loratui.train import data as D
 from loratui.train import tb_log
@@ -247,7 +247,7 @@ class Trainer:
             return _encode_sd(tokenizer, encoder, captions, length, self.cfg.advanced.clip_skip, self.device), None
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not (self.cfg.advanced.cache_text_encoder_outputs and not self.network.text_encoders):
+        if not text_encoder_outputs_cached(self.cfg):  # trained encoders, or captions that change every step
             return self.encode_text(captions)
         missing = [c for c in set(captions) if c not in self.te_cache]
         if missing:

@@ -84,6 +84,7 @@ def test_what_the_steps_use_stays_and_training_runs(tmp_path, tiny_sd1_dir, demo
     assert sorted(start["resident"] + offloaded) == ["text_encoders", "unet", "vae"]
     te_dtype = torch.float32 if "text_encoders" in offloaded else torch.bfloat16
     assert at_setup["te_dtype"] == trainer.models.text_encoders[0].dtype == te_dtype
+    assert bool(trainer.te_cache) == ("text_encoders" in offloaded)  # shuffled captions are not cached one-off
     assert [s["step"] for s in rec.of("step")] == [1] and trainer.last_saved.exists()
 
 
