@@ -418,9 +418,10 @@ def check_config(cfg: TrainingConfig, cuda_available: bool | None = None) -> lis
         if cfg.trains_text_encoder:
             add("error", "advanced.cache_text_encoder_outputs", "cannot cache text-encoder outputs while "
                 "training the text encoder", "set network_train_unet_only or turn caching off")
-        if data.shuffle_caption or data.caption_dropout_rate or data.caption_tag_dropout_rate:
-            add("warning", "advanced.cache_text_encoder_outputs", "caption shuffle and dropout have no "
-                "effect on cached text-encoder outputs", "turn shuffle/dropout off or caching off")
+        if data.shuffle_caption or data.caption_tag_dropout_rate:
+            add("warning", "advanced.cache_text_encoder_outputs", "shuffled or tag-dropped captions change at "
+                "every step, so they are encoded every step and the text encoders stay in VRAM",
+                "turn shuffle_caption and caption_tag_dropout_rate off to cache them")
     if data.keep_tokens and not data.shuffle_caption and not data.caption_tag_dropout_rate:
         add("info", "dataset.keep_tokens", "keep_tokens only matters with shuffle or tag dropout",
             "turn on shuffle_caption, or leave it")

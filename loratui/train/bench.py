@@ -34,6 +34,7 @@ from PIL import Image
 
 from loratui.core.bench_store import settings_of
 from loratui.core.config import TrainingConfig
+from loratui.core.placement import resident_during_steps
 from loratui.core.speed import bf16_peak_tflops
 from loratui.core.vram import estimate_vram
 from loratui.train import data as D
@@ -305,6 +306,7 @@ def bench_ours(cfg: TrainingConfig, family: str, device_models: Callable[[], Mod
     trainer.data = D.DatasetInfo(items, [], [], {}, {}, {})
     trainer.latents = trainer._latent_cache()
     trainer.te_cache = {}
+    trainer.place_for_steps()  # what a real run keeps on the device during its steps, and only that
     rows: list[Row] = []
     flops_per_image = None
     for size in batches:
@@ -512,6 +514,7 @@ def _result(cfg: TrainingConfig, family: str, gpu: str | None, device: torch.dev
         "model": "" if is_tiny(family) else cfg.model.pretrained_model_name_or_path,
         "weights": "checkpoint" if cfg.model.pretrained_model_name_or_path and not is_tiny(family) else "random",
         "settings": settings_of(cfg), "warmup_steps": warmup, "timed_steps": steps,
+        "resident": sorted(resident_during_steps(cfg)),  # on the device during the timed steps, besides caches
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "flops_per_image": flops, "bf16_peak_tflops": peak,
         "rows": [vars(r) for r in rows],

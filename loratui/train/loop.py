@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from loratui.core.config import TrainingConfig
+from loratui.core.placement import COMPONENTS, resident_during_steps, text_encoder_outputs_cached
 from loratui.core.vram import what_to_lower
 from loratui.train import data as D
 from loratui.train import tb_log
@@ -29,6 +30,7 @@ from loratui.train.export import (
 )
 from loratui.train.model_loading import Models, load_models
 from loratui.train.networks import attach_network, dims_from_weights
+from loratui.train.offload import Offload
 from loratui.train.optim import make_optimizer, make_scheduler, warmup_steps
 from loratui.train.preflight import check_before_training
 from loratui.train.state import load_state, save_state
@@ -77,6 +79,8 @@ class Trainer:
         self.device = self.accelerator.device
         self.output_dir = Path(cfg.saving.output_dir) if cfg.saving.output_dir else run_dir / "output"
         self.last_saved: Path | None = None
+        # where the frozen VAE / text encoders wait while the steps do not use them; None keeps them in place
+        self.offload_device: torch.device | None = torch.device("cpu")
         self.tb = tb_log.open_log(cfg, run_dir, self.is_main)  # TensorBoard, fed from the events below
 
     # --- events ----------------------------------------------------------------------------------------
@@ -114,6 +118,7 @@ class Trainer:
         self.setup_models(load_models(cfg))  # the LR schedule it builds needs total_steps
         self.latents = self._latent_cache()
         self.te_cache: dict[str, tuple] = {}
+        self.place_for_steps()
 
     def setup_models(self, models: Models) -> None:
         """Precision, network, optimizer and accelerate around ``models``: all a step needs but the data.
@@ -121,6 +126,8 @@ class Trainer:
         cfg = self.cfg
         self.models = models
         self._prepare_models(self.models)
+        self.offload = Offload(self.models, self.device, self.offload_device)
+        self.resident, self.offloaded = sorted(COMPONENTS), []  # until place_for_steps parks what steps skip
         dims = None
         if cfg.network.network_weights and cfg.network.dim_from_weights:
             dims = dims_from_weights(Path(cfg.network.network_weights))
@@ -190,6 +197,25 @@ class Trainer:
             self.warn(f"reused {cache.hits_on_disk} cached latents from {disk}")
         return cache
 
+    def place_for_steps(self) -> None:
+        """After the caches are filled, the frozen parts the steps do not use leave the training device
+        (``loratui.core.placement`` names the sd-scripts rules). Text-encoder outputs are cached up front then."""
+        resident = resident_during_steps(self.cfg)
+        if "text_encoders" not in resident:
+            self._cache_all_captions()
+        self.resident = sorted(resident)
+        self.offloaded = self.offload.park(COMPONENTS - resident)
+
+    def _cache_all_captions(self) -> None:
+        """Every caption a step can see: the dataset's, and the empty one when whole captions drop."""
+        data = self.cfg.dataset
+        captions = {item.caption for item in [*self.data.items, *self.data.reg_items]}
+        if data.caption_dropout_rate or data.caption_dropout_every_n_epochs:
+            captions.add("")
+        ordered = sorted(captions)
+        for start in range(0, len(ordered), 16):  # a few at a time: peak memory stays that of a small batch
+            self._text(ordered[start:start + 16])
+
     # --- one step ----------------------------------------------------------------------------------------
     def _latents_for(self, batch: list[D.Item], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents and SDXL ``time_ids`` (original size, crop top-left, bucket) per item of the batch."""
@@ -214,13 +240,14 @@ class Trainer:
         """Conditioning as sd-scripts builds it (``SdTextEncodingStrategy`` / ``SdxlTextEncodingStrategy``
         ``encode_tokens``): hidden states and, for SDXL, the pooled embedding of the second encoder."""
         m, length = self.models, self.cfg.advanced.max_token_length
-        if m.is_sdxl:
-            return _encode_sdxl(m.tokenizers, m.text_encoders, captions, length, self.device)
-        tokenizer, encoder = m.tokenizers[0], m.text_encoders[0]
-        return _encode_sd(tokenizer, encoder, captions, length, self.cfg.advanced.clip_skip, self.device), None
+        with self.offload.on_device("text_encoders"):  # parked encoders come back for a caption not yet cached
+            if m.is_sdxl:
+                return _encode_sdxl(m.tokenizers, m.text_encoders, captions, length, self.device)
+            tokenizer, encoder = m.tokenizers[0], m.text_encoders[0]
+            return _encode_sd(tokenizer, encoder, captions, length, self.cfg.advanced.clip_skip, self.device), None
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not (self.cfg.advanced.cache_text_encoder_outputs and not self.network.text_encoders):
+        if not text_encoder_outputs_cached(self.cfg):  # trained encoders, or captions that change every step
             return self.encode_text(captions)
         missing = [c for c in set(captions) if c not in self.te_cache]
         if missing:
@@ -386,7 +413,7 @@ class Trainer:
                   reg_images=len(self.data.reg_items), images_with_repeats=self.data.images_with_repeats,
                   buckets=buckets, device=str(self.device), processes=self.world, step=p.step,
                   trainable_params=self.network.trainable_parameter_count(), output_dir=str(self.output_dir),
-                  **self._first_eta(p))
+                  resident=self.resident, offloaded=self.offloaded, **self._first_eta(p))
 
     def _first_eta(self, p: Progress) -> dict:
         """The ETA before any step is timed: from a matching `loratui bench` result, else the rough estimate."""
@@ -471,8 +498,9 @@ class Trainer:
         from loratui.train.sampling import render_samples
 
         try:
-            for path, prompt in render_samples(self, epoch, p.step):
-                self.emit("sample", path=str(path), prompt=prompt, epoch=epoch, step=p.step)
+            with self.offload.on_device("vae", "text_encoders"):  # as sd-scripts' sample_images_common
+                for path, prompt in render_samples(self, epoch, p.step):
+                    self.emit("sample", path=str(path), prompt=prompt, epoch=epoch, step=p.step)
         except ValueError as exc:
             self.warn(f"samples skipped: {exc}")
 

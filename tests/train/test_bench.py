@@ -17,7 +17,7 @@ ROW_FIELDS = {"batch", "it_per_s", "images_per_s", "peak_vram_gib", "reserved_vr
               "estimated_vram_gib", "estimate_error_pct", "mfu_pct", "bare_it_per_s", "ratio", "oom"}
 TOP_FIELDS = {"gpu", "device", "family", "resolution", "model", "weights", "settings", "warmup_steps", "timed_steps",
               "date", "torch", "flops_per_image", "bf16_peak_tflops", "rows", "largest_batch", "fastest", "notes",
-              "stored"}
+              "stored", "resident"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_bench_json_has_every_field(bench_run) -> None:
         assert row["peak_vram_gib"] is None and row["mfu_pct"] is None
     assert result["device"] == "cpu" and result["gpu"] is None
     assert result["family"] == "tiny" and result["resolution"] == 64 and result["weights"] == "random"
+    assert result["resident"] == ["text_encoders", "unet"]  # the demo settings train them (and shuffle captions)
     assert result["flops_per_image"] > 0
     assert result["largest_batch"] == 2
     assert result["fastest"]["batch"] in (1, 2)
@@ -85,13 +86,14 @@ def test_sdxl_conditioning_and_cached_text_encoder_outputs_bench_on_cpu(capsys, 
     try:
         code = main(["bench", "--family", "tiny-sdxl", "--steps", "1", "--warmup", "0", "--batch", "2", "--json",
                      "--no-save", "--set", "network.network_train_unet_only=true",
-                     "--set", "advanced.cache_text_encoder_outputs=true"])
+                     "--set", "advanced.cache_text_encoder_outputs=true", "--set", "dataset.shuffle_caption=false"])
     finally:
         torch.set_num_threads(threads)
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and "stored" not in result
     assert result["family"] == "tiny-sdxl" and result["settings"]["cache_text_encoder_outputs"]
     assert not result["settings"]["train_text_encoder"]
+    assert result["resident"] == ["unet"]  # latents and conditioning cached: the VAE and encoders left the device
     (row,) = result["rows"]
     assert row["images_per_s"] > 0 and row["ratio"] > 0
 
