@@ -18,6 +18,7 @@ from typing import Any
 
 from loratui.core.atomic import atomic_write_text
 from loratui.core.config import TrainingConfig
+from loratui.core.placement import text_encoder_outputs_cached
 
 SCHEMA_VERSION = 1
 
@@ -44,7 +45,7 @@ def settings_of(cfg: TrainingConfig) -> dict[str, Any]:
         "rank": cfg.network.network_dim,
         "gradient_checkpointing": cfg.advanced.gradient_checkpointing,
         "cache_latents": cfg.dataset.cache_latents,
-        "cache_text_encoder_outputs": cfg.advanced.cache_text_encoder_outputs and not cfg.trains_text_encoder,
+        "cache_text_encoder_outputs": text_encoder_outputs_cached(cfg),  # as the trainer decides it
         "train_text_encoder": cfg.trains_text_encoder,
         "compile": cfg.advanced.compile,
     }

@@ -75,6 +75,7 @@ class ModelCost:
     te_params: int
     vae_encode_flops: float
     vae_params: int
+    vae_encode_elements: float  # the encoder's working set: ~3 live tensors of its first, full-size block
     # per rank unit: "unet" and "te" (LoRA), "unet_locon" (LoCon's linear and 1×1 layers), "unet_conv" (3×3)
     lora_units: dict[str, int] = field(default_factory=dict)
 
@@ -329,6 +330,7 @@ def model_cost(configs: ModelConfigs, height: int, width: int, max_token_length:
         unet_activations=unet.activations,
         te_flops=sum(t.flops for t in tes) * windows, te_params=sum(t.params for t in tes),
         vae_encode_flops=encoder.flops, vae_params=encoder.params + decoder.params,
+        vae_encode_elements=3 * configs.vae["block_out_channels"][0] * height * width,
         lora_units={"unet": unet.lora_units, "te": sum(t.lora_units for t in tes),
                     "unet_locon": unet_convs.lora_units, "unet_conv": unet_convs.conv_units},
     )

@@ -3,7 +3,10 @@
 Where the numbers come from:
 - Weights: parameter counts of the released models (SD1.x UNet 860M, CLIP-L 123M, VAE 84M; SD2 UNet 866M,
   OpenCLIP-H text 354M; SDXL UNet 2,567M, CLIP-L 123M + OpenCLIP-bigG 695M) at 2 bytes (fp16/bf16) or 4 (fp32).
-  The trainer keeps every part on the GPU, cached or not (the VAE in fp32), so all of them count.
+  The VAE (fp32) and the frozen text encoders count only while the steps use them: like sd-scripts, the
+  trainer moves them to the CPU once latents / text-encoder outputs are cached (``core/placement``), and keeps
+  the UNet off the GPU while it caches. The caching phase (encoders and one VAE encode, ~3 fp32 tensors of
+  the VAE's first block) is the peak when it is the larger.
 - Activations per image of batch, measured from the model configs at their native resolution with
   SDPA: SD1.5 at 512² ~0.66 GiB (0.14 GiB with gradient checkpointing); SDXL at 1024² ~4.44 GiB (0.45 GiB).
   They scale with pixel count; fp32 doubles them.
@@ -34,6 +37,7 @@ from typing import Any
 
 from loratui.core import bench_store, model_cost
 from loratui.core.config import TrainingConfig
+from loratui.core.placement import resident_during_steps
 from loratui.core.speed import relative_speed
 
 GIB = 1024**3
@@ -82,10 +86,17 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
         per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) \
             * cost.unet_activations / reference.unet_activations
         te_train *= cost.te_params / reference.te_params
-    # loratui's trainer keeps the text encoders and the VAE (fp32, for samples) on the GPU even when their
-    # outputs are cached; kohya moves them off, which is why its published 8 GB SDXL fit needs less
-    parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": unet_p * weight_bytes / GIB,
-             "text encoder": te_p * weight_bytes / GIB, "vae": vae_p * 4 / GIB}
+    # as in sd-scripts, the VAE (fp32) and frozen text encoders leave the GPU once their outputs are cached
+    # (``placement``); before that, while caching, only they are there
+    resident = resident_during_steps(cfg)
+    weights = {"unet": unet_p * weight_bytes / GIB, "text encoder": te_p * weight_bytes / GIB,
+               "vae": vae_p * 4 / GIB}
+    # the trainer caches with the UNet off the device (as sd-scripts), one image at a time through the VAE
+    encode = (cost.vae_encode_elements if cost else 3 * 128 * cfg.dataset.resolution**2) * 4 / GIB
+    caching_peak = (CUDA_CONTEXT_GIB + weights["text encoder"] + weights["vae"] + encode) * FRAGMENTATION
+    parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": weights["unet"],
+             "text encoder": weights["text encoder"] if "text_encoders" in resident else 0.0,
+             "vae": weights["vae"] if "vae" in resident else 0.0}
     if weight_bytes == 4:
         per_image *= 2
     parts["activations"] = per_image * batch
@@ -94,7 +105,7 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     lora_params = _lora_params(cfg, cost, lora_per_rank)
     state = _OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
     parts["lora + optimizer"] = lora_params * (4 + 4 + state) / GIB
-    peak = sum(parts.values()) * FRAGMENTATION
+    peak = max(sum(parts.values()) * FRAGMENTATION, caching_peak)
     return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()})
 
 

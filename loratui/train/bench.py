@@ -304,9 +304,7 @@ def bench_ours(cfg: TrainingConfig, family: str, device_models: Callable[[], Mod
     trainer.total_steps = warmup + steps  # the LR schedule's length; its values do not change the timing
     trainer.setup_models(device_models())
     trainer.data = D.DatasetInfo(items, [], [], {}, {}, {})
-    trainer.latents = trainer._latent_cache()
-    trainer.te_cache = {}
-    trainer.place_for_steps()  # what a real run keeps on the device during its steps, and only that
+    trainer.fill_caches()  # as a real run: what it keeps on the device during its steps, and only that
     rows: list[Row] = []
     flops_per_image = None
     for size in batches:

@@ -116,9 +116,7 @@ class Trainer:
         if cfg.schedule.max_train_steps:
             self.total_steps = min(self.total_steps, cfg.schedule.max_train_steps)
         self.setup_models(load_models(cfg))  # the LR schedule it builds needs total_steps
-        self.latents = self._latent_cache()
-        self.te_cache: dict[str, tuple] = {}
-        self.place_for_steps()
+        self.fill_caches()
 
     def setup_models(self, models: Models) -> None:
         """Precision, network, optimizer and accelerate around ``models``: all a step needs but the data.
@@ -196,6 +194,17 @@ class Trainer:
         if disk is not None and cache.hits_on_disk:
             self.warn(f"reused {cache.hits_on_disk} cached latents from {disk}")
         return cache
+
+    def fill_caches(self) -> None:
+        """Latents and text-encoder outputs, when cached, then only what the steps use stays on the device.
+        While the caches fill the UNet waits off the device (sd-scripts' ``cache_text_encoder_outputs_if_needed``
+        does the same): the caching peak is then the encoders' alone, which matters most on small GPUs."""
+        self.te_cache: dict[str, tuple] = {}
+        caching = self.cfg.dataset.cache_latents or "text_encoders" not in resident_during_steps(self.cfg)
+        single = self.accelerator.num_processes == 1  # a DDP-wrapped UNet must stay where its reducer put it
+        with self.offload.aside("unet") if caching and single else contextlib.nullcontext():
+            self.latents = self._latent_cache()
+            self.place_for_steps()
 
     def place_for_steps(self) -> None:
         """After the caches are filled, the frozen parts the steps do not use leave the training device

@@ -28,7 +28,29 @@ class Offload:
         self._homes: dict[str, list[tuple[torch.device, torch.dtype]]] = {}
 
     def modules(self, name: str) -> list[torch.nn.Module]:
+        if name == "unet":
+            return [self.models.unet]
         return [self.models.vae] if name == "vae" else list(self.models.text_encoders)
+
+    @contextmanager
+    def aside(self, name: str) -> Iterator[None]:
+        """Keep ``name`` off the training device, in its own dtype, for the block: the UNet while the caches
+        fill, as sd-scripts does, so that caching never needs the UNet's memory on top of the encoders'."""
+        if self.offload_device is None:
+            yield
+            return
+        modules = self.modules(name)
+        homes = [_place(module) for module in modules]
+        for module in modules:
+            module.to(self.offload_device)
+        self.parked |= {name}
+        self._release()
+        try:
+            yield
+        finally:
+            for module, (device, _) in zip(modules, homes, strict=True):
+                module.to(device)
+            self.parked -= {name}
 
     def park(self, names: Iterable[str]) -> list[str]:
         """Move ``names`` off the training device; returns those moved, sorted (none without an offload device)."""

@@ -49,7 +49,7 @@ def test_a_smaller_model_is_estimated_by_its_own_flops_not_the_released_ones(tmp
     small_vram, released_vram = estimate_vram(small, batch=4), estimate_vram(released, batch=4)
     assert small_vram.parts["unet"] < 0.02 < 1.5 < released_vram.parts["unet"]  # fp16 weights
     assert small_vram.parts["activations"] < released_vram.parts["activations"] / 10
-    assert small_vram.parts["text encoder"] == released_vram.parts["text encoder"]  # the same CLIP-L
+    assert small_vram.parts["text encoder"] == released_vram.parts["text encoder"]  # the same CLIP-L, trained
 
 
 def test_time_grows_faster_than_pixel_count_at_high_resolution() -> None:

@@ -16,14 +16,19 @@ def test_published_sd15_fit_batch4_rank64_fits_11gb() -> None:
     assert estimate_vram(cfg).peak_gib <= 11 * 0.92
 
 
-def test_sdxl_unet_only_fits_12gb_but_not_kohyas_8gb() -> None:
-    # kohya fits this in 8 GB (its README) by moving the VAE and text encoders off the GPU after caching;
-    # loratui's trainer keeps them there (~1.8 GiB for SDXL), and the estimate says so
+def test_sdxl_unet_only_with_cached_conditioning_fits_kohyas_8gb() -> None:
+    # kohya's README: SDXL 1024 batch 1, UNet only, cached text-encoder outputs, gradient checkpointing and
+    # AdamW8bit fit 8 GB, because the VAE and text encoders leave the GPU after caching; loratui does the same
     cfg = _cfg(model__model_family="sdxl", dataset__resolution=1024, network__network_dim=8,
                network__network_alpha=4.0, network__network_train_unet_only=True,
                advanced__gradient_checkpointing=True, advanced__cache_text_encoder_outputs=True,
-               optimizer__optimizer_type="AdamW8bit")
-    assert 8.0 < estimate_vram(cfg).peak_gib <= 12 * 0.92
+               optimizer__optimizer_type="AdamW8bit", dataset__shuffle_caption=False)
+    parked = estimate_vram(cfg)
+    assert parked.peak_gib <= 8 * 0.92
+    assert parked.parts["text encoder"] == parked.parts["vae"] == 0.0
+    # shuffled captions must be encoded at every step: the encoders stay (~1.5 GiB more), and 8 GB no longer fits
+    shuffled = estimate_vram(cfg.with_value("dataset.shuffle_caption", True))
+    assert shuffled.parts["text encoder"] > 1.4 and shuffled.peak_gib > 8 * 0.92
 
 
 def test_published_sdxl_batch2_with_text_encoder_runs_out_on_12gb() -> None:

@@ -101,3 +101,29 @@ def test_a_caption_missing_from_the_cache_brings_the_parked_encoders_back(tmp_pa
     assert torch.equal(hidden, want) and hidden.dtype == torch.bfloat16  # encoded as by resident encoders
     assert "a caption written after set-up" in trainer.te_cache
     assert trainer.models.text_encoders[0].dtype == torch.float32  # and parked again
+
+
+@pytest.mark.parametrize(("changes", "aside"), [
+    ({"dataset__cache_latents": True}, True),
+    ({"dataset__cache_latents": False, "network__network_train_unet_only": True,
+      "advanced__cache_text_encoder_outputs": True, "dataset__shuffle_caption": False}, True),
+    ({"dataset__cache_latents": False}, False),  # nothing to cache: the UNet is not moved twice for nothing
+])
+def test_the_unet_waits_off_the_device_while_the_caches_fill(tmp_path, tiny_sd1_dir, demo_dataset, changes, aside):
+    """sd-scripts' cache_text_encoder_outputs_if_needed moves the UNet off while it caches, so the caching peak
+    is the encoders' alone; the UNet is back, where it trained, before the first step."""
+    cfg = make_config(tiny_sd1_dir, demo_dataset, **changes)
+    trainer = Trainer(cfg, tmp_path, Recorder())
+    seen: list[frozenset[str]] = []
+    cache_latents = trainer._latent_cache
+
+    def watched() -> object:
+        seen.append(frozenset(trainer.offload.parked))
+        return cache_latents()
+
+    trainer._latent_cache = watched
+    trainer.setup()
+    assert ("unet" in seen[0]) is aside
+    assert "unet" not in trainer.offload.parked
+    assert next(trainer.models.unet.parameters()).device == trainer.device
+    trainer.train()
