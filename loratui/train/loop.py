@@ -335,7 +335,7 @@ class Trainer:
                     continue
                 p.step += 1
                 if cfg.network.scale_weight_norms:
-                    self.network.apply_max_norm(cfg.network.scale_weight_norms)
+                    self.network.cap_norms(cfg.network.scale_weight_norms)  # no host sync
                 if stop_te_at and self.network.train_text_encoder and p.step >= stop_te_at:
                     self.network.set_text_encoder_training(False)
                     self.warn(f"text encoder training stopped at step {p.step} "

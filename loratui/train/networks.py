@@ -130,22 +130,29 @@ class AttachedNetwork:
 
         sd-scripts' ``LoRANetwork.apply_max_norm_regularization`` (LoRA/LoCon; up and down each × √ratio) and
         LyCORIS' ``apply_max_norm`` (LoHa/LoKr) with ratio = min(n, max) / n, n = max(‖ΔW‖, max / 2).
-        Returns (modules scaled, mean and max norm after scaling).
+        Returns (modules scaled, mean and max norm after scaling) as numbers: one host sync.
         """
-        scaled, norms = 0, []
+        scaled, mean, largest = self.cap_norms(max_norm)
+        return int(scaled.item()), mean.item(), largest.item()
+
+    def cap_norms(self, max_norm: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``apply_max_norm`` without a host sync (the trainer runs it after every step): each module is
+        multiplied by its ratio as a tensor, and a ratio of exactly 1 (n / n) leaves it bit for bit unchanged."""
+        scaled, norms = [], []
         with torch.no_grad():
             for part in self.parts:
                 for module in _adapted_layers(part.model):
-                    norm = _delta_without_dropout(module).norm().item()
-                    clamped = max(norm, max_norm / 2)
-                    ratio = min(clamped, max_norm) / clamped
-                    if ratio != 1:
-                        _scale_update(module, ratio)
-                        scaled += 1
+                    norm = _delta_without_dropout(module).norm().float()
+                    clamped = norm.clamp(min=max_norm / 2)
+                    ratio = clamped.clamp(max=max_norm) / clamped
+                    _scale_update(module, ratio)
+                    scaled.append(ratio < 1)
                     norms.append(norm * ratio)
         if not norms:
-            return 0, 0.0, 0.0
-        return scaled, sum(norms) / len(norms), max(norms)
+            zero = torch.zeros(())
+            return zero, zero, zero
+        after = torch.stack(norms)
+        return torch.stack(scaled).sum(), after.mean(), after.max()
 
 
 def _adapted_layers(model: nn.Module):
@@ -168,7 +175,7 @@ def _delta_without_dropout(module: nn.Module) -> torch.Tensor:
         module.train(was_training)
 
 
-def _scale_update(module: nn.Module, ratio: float) -> None:
+def _scale_update(module: nn.Module, ratio: torch.Tensor) -> None:
     """Multiply a module's ΔW by ``ratio`` through its factors."""
     if hasattr(module, "lora_A"):  # ΔW = B·A
         module.lora_A[ADAPTER].weight.mul_(ratio ** 0.5)
