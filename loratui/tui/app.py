@@ -19,6 +19,7 @@ from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.worker import WorkerFailed
 
+from loratui.core.captions import rescue
 from loratui.core.config import TrainingConfig
 from loratui.core.crash import one_line, write_crash_report
 from loratui.core.presets import PresetError, load_config, save_preset
@@ -95,6 +96,7 @@ class LoraTuiApp(App):
         self._watch_hangup()
         if self.startup_error:
             self.notify(self.startup_error, severity="error", timeout=15)
+        self._list_kept_edits()
         if self.attach is not None:
             self.push_screen(self._monitor(self.attach))
 
@@ -112,7 +114,29 @@ class LoraTuiApp(App):
 
     def _hangup(self) -> None:
         self.save_pending()
+        self.keep_unsaved()
         self.exit(return_code=129)
+
+    def keep_unsaved(self) -> str | None:
+        """As the app closes: an edit its file refused (locked dataset, read-only file) goes to the rescue
+        folder instead of being dropped. Returns where, for the exit line."""
+        wizard = self._wizard()
+        captions = wizard.query_one("#captions") if wizard is not None else None
+        if captions is None or not captions.unsaved():
+            return None
+        text = captions.query_one("#editor").text
+        try:
+            return str(rescue.keep(captions.current.caption, text))
+        except OSError:
+            return None  # nowhere to write: the refusal was already shown while the app could show it
+
+    def _list_kept_edits(self) -> None:
+        edits = rescue.kept()
+        if edits:
+            last = edits[-1]
+            self.notify(f"{len(edits)} caption edit(s) could not be saved when loratui closed; they are in "
+                        f"{rescue.folder()} (the newest: cp '{last.text_file}' '{last.caption}')",
+                        severity="warning", timeout=20)
 
     def on_unmount(self) -> None:
         if getattr(self, "_hangup_installed", False):
@@ -143,9 +167,12 @@ class LoraTuiApp(App):
             # The save was refused (another process holds the captions) and said why: quitting would drop it.
             self._quit_unsaved = True
             self.notify("the caption edit is not saved (see above): Ctrl+Z drops the edit, or Ctrl+Q again quits "
-                        "without it",
+                        f"and keeps it in {rescue.folder()}",
                         severity="warning", timeout=10)
             return
+        kept = self.keep_unsaved()  # a second Ctrl+Q: quit, but the refused edit is kept, not dropped
+        if kept:
+            saved.append(f"the unsaved caption edit to {kept}")
         self.exit(message=f"saved {', '.join(saved)}" if saved else None)
 
     async def action_ctrl_c_quit(self) -> None:
@@ -197,6 +224,8 @@ class LoraTuiApp(App):
         report = write_crash_report(sys.argv[1:], error)
         try:
             saved = self.save_pending()
+            kept = self.keep_unsaved()
+            saved += [f"the unsaved caption edit to {kept}"] if kept else []
         except Exception:  # the bug may be in the state save_pending reads: the report is what matters now
             saved = []
         line = f"loratui: internal error: {one_line(error)}; crash report: {report or 'could not be written'}"

@@ -6,12 +6,15 @@ edit stays in the editor; once the lock is free, the same save writes the file.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 from textual.widgets import DataTable
 
+from loratui.core.captions import rescue
 from loratui.tui.app import make_app
 from loratui.tui.steps.captions import CaptionsStep
 
@@ -106,9 +109,55 @@ async def test_quit_with_an_edit_the_lock_refused_asks_first(demo_dir):
         holder = _hold_lock(dataset)
         try:
             await pilot.press("ctrl+q")
-            await wait_until(pilot, lambda: "Ctrl+Q again quits without it" in _messages(app))
+            await wait_until(pilot, lambda: "Ctrl+Q again quits and keeps it in" in _messages(app))
             assert app.is_running and editor.text.endswith(", blue")
         finally:
             _release(holder)
         await pilot.press("ctrl+q")  # the lock is free now: quitting saves the edit
     assert caption.read_bytes() == original + b", blue"
+
+
+async def test_closing_the_terminal_while_the_lock_refuses_the_save_keeps_the_edit(demo_dir):
+    """SIGHUP cannot ask: the edit its file refused goes to the rescue folder, and the next start lists it."""
+    dataset = demo_dir / "dataset"
+    caption = dataset / "4_sks toy" / "toy_00.txt"
+    original = caption.read_bytes()
+    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await edit_first_caption(pilot, app, ", hung up while locked")
+        typed = editor.text
+        holder = _hold_lock(dataset)
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            await wait_until(pilot, lambda: rescue.kept() != [])
+        finally:
+            _release(holder)
+    assert app.return_code == 129 and caption.read_bytes() == original
+    (kept,) = rescue.kept()
+    assert kept.caption == caption.resolve() and kept.text_file.read_text() == typed
+
+    again = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "could not be saved when loratui closed" in _messages(again))
+        assert str(kept.text_file) in _messages(again)
+
+
+async def test_quitting_anyway_keeps_the_refused_edit(demo_dir):
+    dataset = demo_dir / "dataset"
+    caption = dataset / "4_sks toy" / "toy_00.txt"
+    original = caption.read_bytes()
+    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await edit_first_caption(pilot, app, ", quit anyway")
+        typed = editor.text
+        holder = _hold_lock(dataset)
+        try:
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: "Ctrl+Q again" in _messages(app))
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: not app.is_running)
+        finally:
+            _release(holder)
+    assert caption.read_bytes() == original
+    (kept,) = rescue.kept()
+    assert kept.text_file.read_text() == typed
