@@ -27,7 +27,9 @@ def store_path() -> Path:
 
 
 def _key(device: str, cfg: TrainingConfig) -> str:
-    model = cfg.model.pretrained_model_name_or_path.rstrip("/\\")
+    model = cfg.model.pretrained_model_name_or_path
+    local = Path(model).expanduser()
+    model = str(local.resolve()) if local.exists() else model.rstrip("/\\")  # one key however it was typed
     return f"{device.strip().lower()}|{cfg.model.model_family}|{model}|{cfg.precision.mixed_precision}"
 
 

@@ -94,3 +94,11 @@ def test_unreadable_or_unknown_configs_fall_back_to_the_familys_figures(tmp_path
     pixels_only = seconds_per_step(_cfg(folder, dataset__resolution=1024), "A100") / seconds_per_step(odd, "A100")
     assert pixels_only == pytest.approx(4.0)
     assert estimate_vram(odd).peak_gib > 3.0  # priced as the released SD1.5
+
+
+def test_a_measured_speed_is_found_however_the_model_path_was_typed(tmp_path, monkeypatch) -> None:
+    folder = _small_sd1(tmp_path / "models" / "small", [32, 64, 64, 64])
+    measured_speed.record("cpu", _cfg(folder), it_per_s=3.0)
+    monkeypatch.chdir(tmp_path)
+    for typed in ("models/small", "models/small/", "./models/../models/small"):
+        assert measured_speed.images_per_second("cpu", _cfg(typed)) == pytest.approx(3.0)
