@@ -284,7 +284,7 @@ class Trainer:
             hidden, pooled = self._text(captions)
         extra = {}
         if m.is_sdxl:
-            time_ids = time_ids.to(self.device, hidden.dtype)
+            time_ids = self.to_device(time_ids).to(hidden.dtype)
             extra = {"added_cond_kwargs": {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}}
         with self.accelerator.autocast():
             pred = m.unet(noisy, timesteps, hidden.to(self.weight_dtype), **extra).sample
@@ -362,11 +362,7 @@ class Trainer:
         return self.last_saved
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Host tensor → training device without a host sync: a copy from pageable memory waits for the GPU,
-        one from page-locked memory does not (the per-step latents, token ids and conditioning go this way)."""
-        if self.device.type != "cuda":
-            return tensor.to(self.device)
-        return tensor.pin_memory().to(self.device, non_blocking=True)
+        return host_to_device(tensor, self.device)
 
     def generator(self, seed: int) -> torch.Generator:
         """Noise and timesteps are drawn on the training device: no host-to-device copy per step."""
@@ -557,6 +553,14 @@ def _bucket_counts(info: D.DatasetInfo) -> dict:
     return dict(sorted(counts.items()))
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor → training device without a host sync: a copy from pageable memory waits for the GPU's queue,
+    one from page-locked memory does not (the per-step latents, token ids, time ids and weights go this way)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def token_ids(tokenizer, captions: list[str], max_token_length: int) -> torch.Tensor:
     """(batch, windows, 77) token ids as sd-scripts' ``TokenizeStrategy._get_input_ids`` makes them: one
     tokenisation to ``max_token_length + 2``, cut into windows of BOS + 75 tokens + the sequence's last token."""
@@ -597,7 +601,7 @@ def _encode_sd(tokenizer, encoder, captions: list[str], max_token_length: int, c
                device: torch.device) -> torch.Tensor:
     """SD1/SD2: ``last_hidden_state`` (final LayerNorm applied) at clip skip 1, as AUTOMATIC1111 and ComfyUI
     condition at inference; the clip_skip-th last layer through the final LayerNorm otherwise."""
-    ids = token_ids(tokenizer, captions, max_token_length).to(device)
+    ids = host_to_device(token_ids(tokenizer, captions, max_token_length), device)
     batch, windows, width = ids.shape
     flat = ids.reshape(-1, width)
     if clip_skip <= 1:
@@ -615,8 +619,8 @@ def _encode_sdxl(tokenizers, encoders, captions: list[str], max_token_length: in
     """SDXL (``SdxlTextEncodingStrategy._get_hidden_states_sdxl``): both encoders' penultimate layers without the
     final LayerNorm (sd-scripts' ``hidden_states[11]`` of CLIP-L's 13 is its ``[-2]``), concatenated; pooled =
     the second encoder's projection of its normed first-EOS token, from the first window."""
-    ids1 = token_ids(tokenizers[0], captions, max_token_length).to(device)
-    ids2 = token_ids(tokenizers[1], captions, max_token_length).to(device)
+    ids1 = host_to_device(token_ids(tokenizers[0], captions, max_token_length), device)
+    ids2 = host_to_device(token_ids(tokenizers[1], captions, max_token_length), device)
     batch, windows, width = ids1.shape
     flat1, flat2 = ids1.reshape(-1, width), ids2.reshape(-1, width)
     states1 = encoders[0](flat1, output_hidden_states=True).hidden_states[-2]
