@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -196,3 +198,23 @@ def test_lokr_weights_round_trip_through_export_and_resume(tmp_path, tiny_sd1_di
     with torch.no_grad():
         got = target.unet(x, t, hidden).sample
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_unet_trains_samples_and_saves_the_same_file(tmp_path, tiny_sd1_dir, demo_dataset, monkeypatch):
+    """`advanced.compile` wraps the UNet in torch.compile's module: sampling, offloading and export must see
+    through it. Inductor's code generation takes minutes on this CPU, so the test compiles with the "eager"
+    backend: the same wrapper and graph capture, without generated kernels."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_(model, backend="eager"))
+    changes = {"sampling__sample_every_n_epochs": 1, "sampling__sample_prompts": ["sks toy --w 64 --h 64 --s 2"],
+               "schedule__max_train_steps": 2}
+    (tmp_path / "compiled").mkdir()
+    (tmp_path / "plain").mkdir()
+    compiled, rec = _train(tmp_path / "compiled", make_config(tiny_sd1_dir, demo_dataset, advanced__compile=True,
+                                                              **changes))
+    plain, _ = _train(tmp_path / "plain", make_config(tiny_sd1_dir, demo_dataset, **changes))
+    assert len(rec.of("sample")) == 1 and Path(rec.of("sample")[0]["path"]).is_file()
+    got, want = load_file(str(compiled)), load_file(str(plain))
+    assert got.keys() == want.keys()  # kohya names, no "_orig_mod" from the wrapper
+    for key in want:
+        assert torch.allclose(got[key].float(), want[key].float(), atol=1e-3), key
