@@ -1,6 +1,10 @@
 """Render the checkpoint comparison: the base model loaded once, each checkpoint applied at each weight through
 diffusers' own ``load_lora_weights`` / ``set_adapters`` (the loader other programs use, so the grid shows what
 they will give), the same seed for every cell of a prompt; plus the favourite copy (``NAME-best.safetensors``).
+
+LoHa and LoKr files (LyCORIS), which diffusers cannot load, go through the trainer's own network instead: the
+run's network attached to the pipeline, each checkpoint's tensors loaded into it, and the weight applied as
+LyCORIS' multiplier (``set_scale``: ΔW × weight), so weight 0 is exactly the base model.
 """
 
 from __future__ import annotations
@@ -107,26 +111,73 @@ def run_compare(cfg: TrainingConfig, run_dir: Path, out_dir: Path, checkpoints: 
         for row in range(len(checkpoints)):
             reference.save(out_dir / G.cell_file(i, row, 0))
         cell_done(reference, i, 0, 0)
+    apply = _lycoris_applier(cfg, pipe, dtype) if cfg.network.network_type in LYCORIS else _diffusers_applier(pipe)
     for row, checkpoint in enumerate(checkpoints):
-        adapter = f"ckpt{row}"
-        _load_adapter(pipe, checkpoint.path, adapter)
+        set_weight = apply(checkpoint.path, row)
         for col, weight in enumerate(weights, start=1):
-            pipe.set_adapters([adapter], adapter_weights=[weight])
+            set_weight(weight)
             for i, prompt in enumerate(prompts):
                 cell_done(render(pipe, prompt, seeds[i], clip_skip, is_sdxl), i, row, col)
-        pipe.delete_adapters(adapter)  # one adapter at a time: the memory of one pipeline
+        set_weight(None)  # done with this checkpoint
     _write_grids(out_dir, manifest)
     manifest.finished = True
     manifest.save(out_dir)
     return manifest
 
 
+LYCORIS = ("loha", "lokr")
+Applier = Callable[[Path, int], Callable[[float | None], None]]
+
+
+def _diffusers_applier(pipe) -> Applier:
+    """Each checkpoint as a diffusers adapter; ``None`` deletes it (one adapter at a time: one pipeline's memory)."""
+    def apply(path: Path, row: int) -> Callable[[float | None], None]:
+        adapter = f"ckpt{row}"
+        _load_adapter(pipe, path, adapter)
+
+        def set_weight(weight: float | None) -> None:
+            if weight is None:
+                pipe.delete_adapters(adapter)
+            else:
+                pipe.set_adapters([adapter], adapter_weights=[weight])
+        return set_weight
+    return apply
+
+
+def _lycoris_applier(cfg: TrainingConfig, pipe, dtype: torch.dtype) -> Applier:
+    """The run's LoHa/LoKr network attached once; each checkpoint's tensors copied into it; the weight scales ΔW
+    (``None``: 0, the base model, until the next checkpoint is loaded)."""
+    from loratui.train.lora_extras import ADAPTER
+    from loratui.train.networks import _adapted_layers, attach_network
+    from loratui.train.resume_weights import load_kohya_weights
+
+    encoders = [pipe.text_encoder, *([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])]
+    network = attach_network(cfg, pipe.unet, encoders)
+    layers = [layer for part in network.parts for layer in _adapted_layers(part.model)]
+    for part in network.parts:
+        part.model.eval()  # no rank or module dropout while rendering
+
+    def set_weight(weight: float | None) -> None:
+        for layer in layers:
+            layer.set_scale(ADAPTER, 0.0 if weight is None else weight)
+
+    def apply(path: Path, row: int) -> Callable[[float | None], None]:
+        try:
+            load_kohya_weights(network, path)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise CompareError(f"{path}: cannot load this {cfg.network.network_type} file "
+                               f"({str(exc).splitlines()[0][:120]})") from exc
+        for part in network.parts:
+            part.model.to(dtype)  # the adapter tensors in the pipeline's precision
+        return set_weight
+    return apply
+
+
 def _load_adapter(pipe, path: Path, adapter: str) -> None:
     try:
         pipe.load_lora_weights(str(path), adapter_name=adapter)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise CompareError(f"{path}: diffusers cannot load this LoRA ({str(exc).splitlines()[0][:120]}); "
-                           "compare works with LoRA and LoCon files (LoHa/LoKr need lycoris)") from exc
+        raise CompareError(f"{path}: diffusers cannot load this LoRA ({str(exc).splitlines()[0][:120]})") from exc
 
 
 def _write_grids(out_dir: Path, manifest: G.Manifest) -> None:

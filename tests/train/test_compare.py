@@ -147,3 +147,27 @@ def test_unknown_run_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LORATUI_HOME", str(tmp_path))
     assert main(["compare", "nope"]) == 2
     assert "nope: no such run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_loha_and_lokr_runs_compare_through_the_trainers_network(tmp_path, tiny_sd1_dir, monkeypatch, kind):
+    """diffusers cannot load LyCORIS files: the grid applies them through loratui's own network, where weight 0
+    is exactly the base model and weight 1 is the trained LoRA."""
+    from loratui.core.demo import make_demo_dataset
+    from loratui.core.run.launch import prepare_run
+    from loratui.train.process import run_dir_training
+
+    monkeypatch.setenv("LORATUI_HOME", str(tmp_path / "home"))
+    data = make_demo_dataset(tmp_path / "data", count=2)
+    cfg = make_config(tiny_sd1_dir, data, network__network_type=kind, network__network_dim=4,
+                      optimizer__learning_rate=0.05, schedule__max_train_steps=2, sampling__sample_prompts=PROMPTS[:1])
+    run_dir = prepare_run(cfg, tmp_path / "runs")
+    assert run_dir_training(run_dir) == 0, (run_dir / "events.jsonl").read_text()[-2000:]
+    assert main(["compare", str(run_dir), "--weights", "0,1"]) == 0
+    folder = G.latest_compare(run_dir)
+    (entry,) = G.Manifest.load(folder).prompts
+    (row,) = [[_pixels(folder / f) for f in cells] for cells in entry["cells"]]
+    base = _base_images(tiny_sd1_dir)[0]
+    assert np.array_equal(row[0], base) and np.array_equal(row[1], base)
+    assert np.abs(row[2] - base).max() > 0
