@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from loratui.core.captions import journal, ops
-from loratui.core.captions.text import save_caption
 
 
 def _dataset(root: Path, captions: dict[str, bytes]) -> Path:
@@ -108,8 +107,6 @@ def test_single_edit_save_is_atomic_and_undoable(tmp_path):
     assert path.read_bytes() == b"edited"
     journal.undo(root)
     assert path.read_bytes() == CAPTIONS["a"]
-    save_caption(path, "plain save")
-    assert path.read_text() == "plain save"
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 

@@ -11,8 +11,6 @@ import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
-from loratui.core.atomic import atomic_write_bytes
-
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
@@ -63,17 +61,6 @@ def decode(raw: bytes) -> tuple[str, bool]:
         return read_text(raw)[0], True
     except CaptionDecodeError:
         return raw.decode("latin-1"), False
-
-
-def save_caption(path: Path, text: str) -> None:
-    """Atomic single-caption save (the editor's Save), in the file's own encoding and line ending."""
-    fmt = NEW_FILE
-    if path.exists():
-        try:
-            fmt = read_text(path.read_bytes(), path)[1]
-        except CaptionDecodeError:
-            fmt = NEW_FILE
-    atomic_write_bytes(path, fmt.encode(text))
 
 
 def split_tags(line: str) -> list[str]:
