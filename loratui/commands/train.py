@@ -15,6 +15,7 @@ from loratui.core.presets import PresetError, load_config
 from loratui.core.run import rundir
 from loratui.core.run.events import read_snapshot
 from loratui.core.run.launch import launch_detached, prepare_run
+from loratui.core.run.trainer_log import start_line
 
 DEFAULT_DEMO_DIR = "loratui-demo"
 
@@ -53,8 +54,7 @@ class ConsoleProgress:
     def __call__(self, kind: str, e: dict) -> None:
         if kind == "start":
             self.total = e["total_steps"]
-            print(f"training {e['images']} images ({e['images_with_repeats']} with repeats) for {e['epochs']} "
-                  f"epochs: {self.total} steps on {e['device']}", flush=True)
+            print(start_line(e), flush=True)
         elif kind == "step":
             rate = e.get("it_per_s")
             eta = format_duration(e["eta_s"]) if e.get("eta_s") is not None else "?"

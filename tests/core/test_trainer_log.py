@@ -39,3 +39,13 @@ def test_step_lines_are_spaced_out_but_the_first_and_last_are_kept():
         log("step", {"step": step, "epoch": 1, "loss": 0.5, "avg_loss": 0.5, "it_per_s": 2.0, "eta_s": 1.0})
     steps = [line.split()[1] for line in out.getvalue().splitlines() if line.startswith("step ")]
     assert steps == ["1/100", "21/100", "41/100", "61/100", "81/100", "100/100"]
+
+
+def test_the_start_line_says_what_waits_on_the_cpu_only_on_a_gpu():
+    start = {"total_steps": 4, "epochs": 1, "images": 2, "images_with_repeats": 4,
+             "offloaded": ["text_encoders", "vae"]}
+    on_gpu, on_cpu = _log()[0], _log()[0]
+    assert on_gpu.line("start", {**start, "device": "cuda:0"}) == (
+        "training 2 images (4 with repeats) for 1 epochs: 4 steps on cuda:0 "
+        "(text encoders and VAE on the CPU once cached, as sd-scripts does)")
+    assert on_cpu.line("start", {**start, "device": "cpu"}).endswith("4 steps on cpu")

@@ -17,6 +17,19 @@ from loratui.core.planner import format_duration
 STEP_EVERY_S = 10.0  # at most one step line per this many seconds, besides the first and the last
 
 
+_PART_NAMES = {"vae": "VAE", "text_encoders": "text encoders", "unet": "UNet"}
+
+
+def start_line(e: dict) -> str:
+    """The first line of a run: what trains, for how long, where; and, on a GPU, what waits on the CPU."""
+    line = (f"training {e.get('images')} images ({e.get('images_with_repeats')} with repeats) for "
+            f"{e.get('epochs')} epochs: {e.get('total_steps')} steps on {e.get('device')}")
+    parked = [_PART_NAMES.get(part, part) for part in e.get("offloaded") or []]
+    if parked and not str(e.get("device", "")).startswith("cpu"):
+        line += f" ({' and '.join(parked)} on the CPU once cached, as sd-scripts does)"
+    return line
+
+
 class TrainerLog:
     """An event consumer (``console`` of the trainer) that writes log lines to ``stream``."""
 
@@ -36,8 +49,7 @@ class TrainerLog:
         """The log line for one event, or None when it is not worth a line."""
         if kind == "start":
             self.total = int(e.get("total_steps") or 0)
-            return (f"training {e.get('images')} images ({e.get('images_with_repeats')} with repeats) for "
-                    f"{e.get('epochs')} epochs: {self.total} steps on {e.get('device')}")
+            return start_line(e)
         if kind == "step":
             return self._step(e)
         if kind == "epoch_end":
