@@ -17,10 +17,12 @@ Where the numbers come from:
 - Trainable LoRA parameters (≈ 0.59M per rank unit on SD1.x, ≈ 3.6M on SDXL, UNet and text encoders) cost
   fp32 weights + gradients + optimizer state (AdamW 8 bytes, AdamW8bit 2, Lion/SGD 4, Adafactor ~1,
   Prodigy 16, DAdaptAdam 12 bytes per parameter).
-- A CUDA context (~0.45 GiB) and a 1.25× allowance for allocator fragmentation and temporaries. Published
-  fits (kohya_ss #1730: SD1.5 512 batch 4 rank 64 fits 11 GB; kohya README: SDXL 1024 batch 1 UNet-only with
-  checkpointing and caching fits 8 GB; sd-scripts #648: SDXL batch 2 with text encoder trained runs out on
-  12 GB) land on the right side of this estimate. Calibrate against the monitor's real figure.
+- A CUDA context (~0.45 GiB) beside a 1.25× allowance for allocator fragmentation and temporaries on what
+  torch allocates. ``steps_gib`` is that allocated peak during the steps alone, which is what the bench measures
+  (``torch.cuda.max_memory_allocated``) and compares.
+- Published fits (kohya_ss #1730: SD1.5 512 batch 4 rank 64 fits 11 GB; kohya README: SDXL 1024 batch 1
+  UNet-only with checkpointing and caching fits 8 GB; sd-scripts #648: SDXL batch 2 with text encoder trained
+  runs out on 12 GB) land on the right side of this estimate. Calibrate against the monitor's real figure.
 
 Calibration from ``loratui bench``: each stored result has the measured peak (``torch.cuda.max_memory_allocated``)
 per batch size. ``fit_from_bench`` fits peak = base + per_image × batch by least squares for each family,
@@ -61,8 +63,9 @@ _NETWORK_FACTOR = {"lora": 1.0, "locon": 1.6, "loha": 2.0, "lokr": 0.6}
 
 @dataclass
 class VramEstimate:
-    peak_gib: float
+    peak_gib: float  # what the card must hold: the larger of the steps and the caching phase, plus the context
     parts: dict[str, float] = field(default_factory=dict)
+    steps_gib: float = 0.0  # torch's allocated peak during the steps: what `loratui bench` measures
 
 
 @dataclass
@@ -93,7 +96,7 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
                "vae": vae_p * 4 / GIB}
     # the trainer caches with the UNet off the device (as sd-scripts), one image at a time through the VAE
     encode = (cost.vae_encode_elements if cost else 3 * 128 * cfg.dataset.resolution**2) * 4 / GIB
-    caching_peak = (CUDA_CONTEXT_GIB + weights["text encoder"] + weights["vae"] + encode) * FRAGMENTATION
+    caching = (weights["text encoder"] + weights["vae"] + encode) * FRAGMENTATION
     parts = {"cuda context": CUDA_CONTEXT_GIB, "unet": weights["unet"],
              "text encoder": weights["text encoder"] if "text_encoders" in resident else 0.0,
              "vae": weights["vae"] if "vae" in resident else 0.0}
@@ -105,8 +108,11 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     lora_params = _lora_params(cfg, cost, lora_per_rank)
     state = _OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
     parts["lora + optimizer"] = lora_params * (4 + 4 + state) / GIB
-    peak = max(sum(parts.values()) * FRAGMENTATION, caching_peak)
-    return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()})
+    # the allocator's slack applies to what torch allocates; the CUDA context is a fixed cost beside it
+    steps = (sum(parts.values()) - CUDA_CONTEXT_GIB) * FRAGMENTATION
+    peak = max(steps, caching) + CUDA_CONTEXT_GIB
+    return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()},
+                        steps_gib=round(steps, 2))
 
 
 def _lora_params(cfg: TrainingConfig, cost: model_cost.ModelCost | None, per_rank: float) -> float:

@@ -494,7 +494,7 @@ def _fill_derived(row: Row, cfg: TrainingConfig, family: str, flops: float | Non
     row.it_per_s = _sig(row.it_per_s)
     row.images_per_s = _sig(row.images_per_s)
     if not is_tiny(family):
-        row.estimated_vram_gib = estimate_vram(cfg, row.batch).peak_gib
+        row.estimated_vram_gib = estimate_vram(cfg, row.batch).steps_gib  # like for like: allocated, steps only
         if row.peak_vram_gib:
             row.estimate_error_pct = round((row.estimated_vram_gib - row.peak_vram_gib) / row.peak_vram_gib * 100, 1)
     if flops and peak and row.images_per_s:

@@ -84,3 +84,16 @@ def test_faster_gpu_gives_shorter_estimate() -> None:
     cfg = _cfg()
     assert gpu_speed_factor("NVIDIA H100 80GB HBM3") > gpu_speed_factor("Tesla T4")
     assert estimate_seconds(1000, cfg, "NVIDIA H100") < estimate_seconds(1000, cfg, "Tesla T4")
+
+
+def test_steps_figure_is_what_the_bench_measures_and_the_peak_adds_the_context() -> None:
+    """The bench compares torch's allocated peak during the steps, which leaves out the CUDA context: the
+    estimator reports that figure apart (``steps_gib``), and the card's need is it (or the caching phase) plus
+    the context."""
+    from loratui.core.vram import CUDA_CONTEXT_GIB
+
+    for cfg in (_cfg(), _cfg(model__model_family="sdxl", dataset__resolution=1024,
+                            advanced__gradient_checkpointing=True)):
+        est = estimate_vram(cfg, batch=2)
+        assert est.peak_gib >= est.steps_gib + CUDA_CONTEXT_GIB - 0.01
+        assert est.steps_gib > est.parts["unet"]
