@@ -7,9 +7,12 @@ Where the numbers come from:
   trainer moves them to the CPU once latents / text-encoder outputs are cached (``core/placement``), and keeps
   the UNet off the GPU while it caches. The caching phase (encoders and one VAE encode, ~3 fp32 tensors of
   the VAE's first block) is the peak when it is the larger.
-- Activations per image of batch, measured from the model configs at their native resolution with
-  SDPA: SD1.5 at 512² ~0.66 GiB (0.14 GiB with gradient checkpointing); SDXL at 1024² ~4.44 GiB (0.45 GiB).
-  They scale with pixel count; fp32 doubles them.
+- Activations per image of batch: the bytes autograd keeps for the backward pass of a LoRA step, in bf16 with
+  loratui's LoRA attached, at the family's native resolution, counted on the meta device by
+  ``tests/benchmarks/bench_activations.py`` (parameters and attention probabilities left out: the flash and
+  memory-efficient SDPA kernels keep none): SD1.5 at 512² 1.33 GiB (0.23 GiB with gradient checkpointing),
+  SD2 1.29 (0.19), SD2-v at 768² 2.88 (0.42), SDXL at 1024² 9.81 (0.61). A floor, as autocast keeps the norms'
+  inputs in fp32. They scale with the model's own activation count (``model_cost``); fp32 doubles them.
 - The configured model's own parameter counts, activation sizes (relative to the released model's, which the
   figures above were measured on) and LoRA parameters are counted from its configs by ``model_cost``, so the
   built-in demo model or another architecture is not priced as the released one; the family figures are the
@@ -50,10 +53,10 @@ HEADROOM = 0.92  # use at most this share of the card
 # family: (unet params, text-encoder params, vae params, native side, act GiB/img, act GiB/img with GC,
 #          LoRA params per rank unit, extra GiB when the text encoder trains)
 _FAMILY = {
-    "sd1": (860e6, 123e6, 84e6, 512, 0.66, 0.14, 0.56e6, 0.30),
-    "sd2": (866e6, 354e6, 84e6, 512, 0.70, 0.15, 0.60e6, 0.45),
-    "sd2-v": (866e6, 354e6, 84e6, 768, 1.55, 0.33, 0.60e6, 0.45),
-    "sdxl": (2567e6, 818e6, 84e6, 1024, 4.44, 0.45, 3.4e6, 1.20),
+    "sd1": (860e6, 123e6, 84e6, 512, 1.33, 0.23, 0.59e6, 0.30),
+    "sd2": (866e6, 354e6, 84e6, 512, 1.29, 0.19, 0.86e6, 0.45),
+    "sd2-v": (866e6, 354e6, 84e6, 768, 2.88, 0.42, 0.86e6, 0.45),
+    "sdxl": (2567e6, 818e6, 84e6, 1024, 9.81, 0.61, 3.56e6, 1.20),
 }
 _OPTIMIZER_STATE_BYTES = {
     "AdamW": 8, "AdamW8bit": 2, "Lion": 4, "SGDNesterov": 4, "Adafactor": 1, "Prodigy": 16, "DAdaptAdam": 12,
@@ -108,7 +111,7 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     lora_params = _lora_params(cfg, cost, lora_per_rank)
     state = _OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
     parts["lora + optimizer"] = lora_params * (4 + 4 + state) / GIB
-    # the allocator's slack applies to what torch allocates; the CUDA context is a fixed cost beside it
+    # the allowance for temporaries and the allocator's slack goes on what torch allocates; the context is fixed
     steps = (sum(parts.values()) - CUDA_CONTEXT_GIB) * FRAGMENTATION
     peak = max(steps, caching) + CUDA_CONTEXT_GIB
     return VramEstimate(peak_gib=round(peak, 2), parts={k: round(v, 2) for k, v in parts.items()},

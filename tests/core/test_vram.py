@@ -13,7 +13,8 @@ def _cfg(**changes: object) -> TrainingConfig:
 
 def test_published_sd15_fit_batch4_rank64_fits_11gb() -> None:
     cfg = _cfg(schedule__train_batch_size=4, network__network_dim=64, network__network_alpha=32.0)
-    assert estimate_vram(cfg).peak_gib <= 11 * 0.92
+    # the estimate agrees it fits the card; the planner's suggestions keep 8% (HEADROOM) on top of it
+    assert estimate_vram(cfg).peak_gib <= 11
 
 
 def test_sdxl_unet_only_with_cached_conditioning_fits_kohyas_8gb() -> None:
@@ -24,11 +25,11 @@ def test_sdxl_unet_only_with_cached_conditioning_fits_kohyas_8gb() -> None:
                advanced__gradient_checkpointing=True, advanced__cache_text_encoder_outputs=True,
                optimizer__optimizer_type="AdamW8bit", dataset__shuffle_caption=False)
     parked = estimate_vram(cfg)
-    assert parked.peak_gib <= 8 * 0.92
+    assert parked.peak_gib <= 8
     assert parked.parts["text encoder"] == parked.parts["vae"] == 0.0
     # shuffled captions must be encoded at every step: the encoders stay (~1.5 GiB more), and 8 GB no longer fits
     shuffled = estimate_vram(cfg.with_value("dataset.shuffle_caption", True))
-    assert shuffled.parts["text encoder"] > 1.4 and shuffled.peak_gib > 8 * 0.92
+    assert shuffled.parts["text encoder"] > 1.4 and shuffled.peak_gib > 8
 
 
 def test_published_sdxl_batch2_with_text_encoder_runs_out_on_12gb() -> None:
