@@ -44,16 +44,25 @@ def _release(proc) -> None:
     proc.wait(timeout=600)
 
 
+def _app(demo_dir):
+    return make_app(dataset_dir=demo_dir / "dataset", preset=demo_dir / "demo.yaml", plain_images=True)
+
+
+def _first_caption(demo_dir):
+    """The dataset, the caption the tests edit, and its bytes before the edit."""
+    dataset = demo_dir / "dataset"
+    caption = dataset / "4_sks toy" / "toy_00.txt"
+    return dataset, caption, caption.read_bytes()
+
+
 def _messages(app) -> str:
     return "\n".join(str(n.message) for n in app._notifications)
 
 
 
 async def test_a_locked_dataset_refuses_the_save_and_keeps_the_edit(demo_dir):
-    dataset = demo_dir / "dataset"
-    caption = dataset / "4_sks toy" / "toy_00.txt"
-    original = caption.read_bytes()
-    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    dataset, caption, original = _first_caption(demo_dir)
+    app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         editor = await edit_first_caption(pilot, app, ", red")
         holder = _hold_lock(dataset)
@@ -81,7 +90,7 @@ async def test_a_locked_dataset_refuses_the_save_and_keeps_the_edit(demo_dir):
 async def test_tag_tools_on_a_locked_dataset_change_nothing(demo_dir):
     dataset = demo_dir / "dataset"
     before = {p: p.read_bytes() for p in dataset.rglob("*.txt")}
-    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#images", DataTable).row_count == 10)
         await pilot.press("ctrl+n", "ctrl+t")
@@ -100,10 +109,8 @@ async def test_tag_tools_on_a_locked_dataset_change_nothing(demo_dir):
 
 
 async def test_quit_with_an_edit_the_lock_refused_asks_first(demo_dir):
-    dataset = demo_dir / "dataset"
-    caption = dataset / "4_sks toy" / "toy_00.txt"
-    original = caption.read_bytes()
-    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    dataset, caption, original = _first_caption(demo_dir)
+    app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         editor = await edit_first_caption(pilot, app, ", blue")
         holder = _hold_lock(dataset)
@@ -119,10 +126,8 @@ async def test_quit_with_an_edit_the_lock_refused_asks_first(demo_dir):
 
 async def test_closing_the_terminal_while_the_lock_refuses_the_save_keeps_the_edit(demo_dir):
     """SIGHUP cannot ask: the edit its file refused goes to the rescue folder, and the next start lists it."""
-    dataset = demo_dir / "dataset"
-    caption = dataset / "4_sks toy" / "toy_00.txt"
-    original = caption.read_bytes()
-    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    dataset, caption, original = _first_caption(demo_dir)
+    app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         editor = await edit_first_caption(pilot, app, ", hung up while locked")
         typed = editor.text
@@ -136,17 +141,15 @@ async def test_closing_the_terminal_while_the_lock_refuses_the_save_keeps_the_ed
     (kept,) = rescue.kept()
     assert kept.caption == caption.resolve() and kept.text_file.read_text() == typed
 
-    again = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    again = _app(demo_dir)
     async with again.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "could not be saved when loratui closed" in _messages(again))
         assert str(kept.text_file) in _messages(again)
 
 
 async def test_quitting_anyway_keeps_the_refused_edit(demo_dir):
-    dataset = demo_dir / "dataset"
-    caption = dataset / "4_sks toy" / "toy_00.txt"
-    original = caption.read_bytes()
-    app = make_app(dataset_dir=dataset, preset=demo_dir / "demo.yaml", plain_images=True)
+    dataset, caption, original = _first_caption(demo_dir)
+    app = _app(demo_dir)
     async with app.run_test(size=SIZE) as pilot:
         editor = await edit_first_caption(pilot, app, ", quit anyway")
         typed = editor.text
