@@ -108,10 +108,9 @@ def _resnet(t: Tally, c_in: int, c_out: int, pixels: float, temb: int | None, co
         t.linear(c_in, c_out, pixels, lora=convs)  # the 1×1 shortcut, at the main rank like a Linear
 
 
-def _transformer(t: Tally, channels: int, layers: int, pixels: float, context_dim: int, context_len: int,
-                 linear_projection: bool) -> None:
+def _transformer(t: Tally, channels: int, layers: int, pixels: float, context_dim: int, context_len: int) -> None:
     t.norm(channels)
-    t.linear(channels, channels, pixels, lora=True)  # proj_in: a Linear or a 1×1 conv, the same cost
+    t.linear(channels, channels, pixels, lora=True)  # proj_in: a Linear or a 1×1 conv (same cost and size)
     for _ in range(layers):
         t.norm(channels)
         for _ in range(3):  # self-attention q, k, v
@@ -128,7 +127,6 @@ def _transformer(t: Tally, channels: int, layers: int, pixels: float, context_di
         t.linear(channels, channels * 8, pixels, lora=True)  # GEGLU
         t.linear(channels * 4, channels, pixels, lora=True)
     t.linear(channels, channels, pixels, lora=True)  # proj_out
-    del linear_projection  # Linear and 1×1 conv differ in layout only
 
 
 _DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
@@ -147,7 +145,6 @@ def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int, con
     per_block = _listed(config.get("layers_per_block", 2), n)
     attn_layers = _listed(config.get("transformer_layers_per_block", 1), n)
     context_dim = _listed(config["cross_attention_dim"], n)
-    linear = bool(config.get("use_linear_projection", False))
     temb = config.get("time_embedding_dim") or channels[0] * 4
     t = Tally()
     pixels = latent_h * latent_w
@@ -165,7 +162,7 @@ def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int, con
         for j in range(per_block[i]):
             _resnet(t, c_in if j == 0 else channels[i], channels[i], h * w, temb, convs)
             if _DOWN[kind]:
-                _transformer(t, channels[i], attn_layers[i], h * w, context_dim[i], context_len, linear)
+                _transformer(t, channels[i], attn_layers[i], h * w, context_dim[i], context_len)
             skips.append(channels[i])
         if i < n - 1:
             h, w = (h + 1) // 2, (w + 1) // 2
@@ -174,7 +171,7 @@ def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int, con
             skips.append(channels[i])
     mid = channels[-1]
     _resnet(t, mid, mid, h * w, temb, convs)
-    _transformer(t, mid, attn_layers[-1], h * w, context_dim[-1], context_len, linear)
+    _transformer(t, mid, attn_layers[-1], h * w, context_dim[-1], context_len)
     _resnet(t, mid, mid, h * w, temb, convs)
     _up_blocks(t, config, channels, skips, sizes, context_len, convs)
     t.norm(channels[0])
@@ -191,7 +188,6 @@ def _up_blocks(t: Tally, config: dict, channels: list[int], skips: list[int], si
     attn_layers = config.get("reverse_transformer_layers_per_block") or \
         _listed(config.get("transformer_layers_per_block", 1), n)[::-1]
     context_dim = _listed(config["cross_attention_dim"], n)[::-1]
-    linear = bool(config.get("use_linear_projection", False))
     temb = config.get("time_embedding_dim") or channels[0] * 4
     h, w = sizes.pop()
     prev = rev[0]
@@ -202,7 +198,7 @@ def _up_blocks(t: Tally, config: dict, channels: list[int], skips: list[int], si
             skip = skips.pop()
             _resnet(t, (prev if j == 0 else rev[i]) + skip, rev[i], h * w, temb, convs)
             if _UP[kind]:
-                _transformer(t, rev[i], block_layers[j], h * w, context_dim[i], context_len, linear)
+                _transformer(t, rev[i], block_layers[j], h * w, context_dim[i], context_len)
         prev = rev[i]
         if i < n - 1:
             h, w = sizes.pop()
