@@ -34,12 +34,14 @@ class Tally:
     flops: float = 0.0
     params: int = 0
     activations: float = 0.0
-    lora_units: int = 0  # trainable parameters per unit of network_dim on linear / 1×1 targets
+    lora_units: int = 0  # trainable parameters per unit of network_dim on LoRA's linear / 1×1 targets
+    locon_units: int = 0  # the same for the linear / 1×1 layers only LoCon adapts (inside ResNet blocks)
     conv_units: int = 0  # per unit of conv_dim on 3×3 conv targets (LoCon, LoHa, LoKr)
     attention_flops: float = 0.0  # the attention products alone: their backward costs twice the forward
     frozen_prefix_flops: float | None = None  # work before the first adapted layer: no backward through it
 
-    def linear(self, d_in: int, d_out: int, tokens: float, *, bias: bool = True, lora: bool = False) -> None:
+    def linear(self, d_in: int, d_out: int, tokens: float, *, bias: bool = True, lora: bool = False,
+               locon: bool = False) -> None:
         if lora and self.frozen_prefix_flops is None:
             self.frozen_prefix_flops = self.flops
         self.flops += 2 * d_in * d_out * tokens
@@ -47,6 +49,8 @@ class Tally:
         self.activations += d_out * tokens
         if lora:
             self.lora_units += d_in + d_out
+        if locon:
+            self.locon_units += d_in + d_out
 
     def conv(self, c_in: int, c_out: int, kernel: int, out_pixels: float, *, lora_conv: bool = False) -> None:
         self.flops += 2 * c_in * c_out * kernel * kernel * out_pixels
@@ -97,15 +101,15 @@ def _listed(value: int | list | tuple, count: int) -> list:
     return list(value) if isinstance(value, list | tuple) else [value] * count
 
 
-def _resnet(t: Tally, c_in: int, c_out: int, pixels: float, temb: int | None, convs: bool) -> None:
+def _resnet(t: Tally, c_in: int, c_out: int, pixels: float, temb: int | None) -> None:
     t.norm(c_in)
-    t.conv(c_in, c_out, 3, pixels, lora_conv=convs)
+    t.conv(c_in, c_out, 3, pixels, lora_conv=True)
     if temb:
-        t.linear(temb, c_out, 1, lora=convs)  # LoCon adapts every Linear and 1×1 conv in the block
+        t.linear(temb, c_out, 1, locon=True)  # LoCon adapts every Linear and 1×1 conv in the block
     t.norm(c_out)
-    t.conv(c_out, c_out, 3, pixels, lora_conv=convs)
+    t.conv(c_out, c_out, 3, pixels, lora_conv=True)
     if c_in != c_out:
-        t.linear(c_in, c_out, pixels, lora=convs)  # the 1×1 shortcut, at the main rank like a Linear
+        t.linear(c_in, c_out, pixels, locon=True)  # the 1×1 shortcut, at the main rank like a Linear
 
 
 def _transformer(t: Tally, channels: int, layers: int, pixels: float, context_dim: int, context_len: int) -> None:
@@ -133,7 +137,7 @@ _DOWN = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
 _UP = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
 
 
-def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int, convs: bool = False) -> Tally | None:
+def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int) -> Tally | None:
     """The UNet at one latent size; None for block types it does not know (then callers use family figures)."""
     downs, ups = config["down_block_types"], config["up_block_types"]
     if any(b not in _DOWN for b in downs) or any(b not in _UP for b in ups):
@@ -160,27 +164,27 @@ def unet_tally(config: dict, latent_h: int, latent_w: int, context_len: int, con
     for i, kind in enumerate(downs):
         c_in = channels[i - 1] if i else channels[0]
         for j in range(per_block[i]):
-            _resnet(t, c_in if j == 0 else channels[i], channels[i], h * w, temb, convs)
+            _resnet(t, c_in if j == 0 else channels[i], channels[i], h * w, temb)
             if _DOWN[kind]:
                 _transformer(t, channels[i], attn_layers[i], h * w, context_dim[i], context_len)
             skips.append(channels[i])
         if i < n - 1:
             h, w = (h + 1) // 2, (w + 1) // 2
             sizes.append((h, w))
-            t.conv(channels[i], channels[i], 3, h * w, lora_conv=convs)
+            t.conv(channels[i], channels[i], 3, h * w, lora_conv=True)
             skips.append(channels[i])
     mid = channels[-1]
-    _resnet(t, mid, mid, h * w, temb, convs)
+    _resnet(t, mid, mid, h * w, temb)
     _transformer(t, mid, attn_layers[-1], h * w, context_dim[-1], context_len)
-    _resnet(t, mid, mid, h * w, temb, convs)
-    _up_blocks(t, config, channels, skips, sizes, context_len, convs)
+    _resnet(t, mid, mid, h * w, temb)
+    _up_blocks(t, config, channels, skips, sizes, context_len)
     t.norm(channels[0])
     t.conv(channels[0], config.get("out_channels", 4), 3, latent_h * latent_w)
     return t
 
 
 def _up_blocks(t: Tally, config: dict, channels: list[int], skips: list[int], sizes: list[tuple[int, int]],
-               context_len: int, convs: bool) -> None:
+               context_len: int) -> None:
     """Each up block takes its skips back in reverse order and upsamples to the size of the level above."""
     n = len(channels)
     rev = channels[::-1]
@@ -196,13 +200,13 @@ def _up_blocks(t: Tally, config: dict, channels: list[int], skips: list[int], si
         block_layers = _listed(attn_layers[i], layers)
         for j in range(layers):
             skip = skips.pop()
-            _resnet(t, (prev if j == 0 else rev[i]) + skip, rev[i], h * w, temb, convs)
+            _resnet(t, (prev if j == 0 else rev[i]) + skip, rev[i], h * w, temb)
             if _UP[kind]:
                 _transformer(t, rev[i], block_layers[j], h * w, context_dim[i], context_len)
         prev = rev[i]
         if i < n - 1:
             h, w = sizes.pop()
-            t.conv(rev[i], rev[i], 3, h * w, lora_conv=convs)
+            t.conv(rev[i], rev[i], 3, h * w, lora_conv=True)
 
 
 def text_encoder_tally(config: dict, tokens: int) -> Tally:
@@ -225,7 +229,7 @@ def text_encoder_tally(config: dict, tokens: int) -> Tally:
 
 
 def _vae_resnet(t: Tally, c_in: int, c_out: int, pixels: float) -> None:
-    _resnet(t, c_in, c_out, pixels, None, False)
+    _resnet(t, c_in, c_out, pixels, None)  # its LoCon units are never read: the VAE is not adapted
 
 
 def _vae_mid(t: Tally, c: int, pixels: float) -> None:
@@ -316,8 +320,7 @@ def model_cost(configs: ModelConfigs, height: int, width: int, max_token_length:
     windows = max_token_length // 75
     context = 77 if windows == 1 else max_token_length + 2  # sd-scripts joins the windows' states
     unet = unet_tally(configs.unet, height // scale, width // scale, context)
-    unet_convs = unet_tally(configs.unet, height // scale, width // scale, context, convs=True)
-    if unet is None or unet_convs is None:
+    if unet is None:
         return None
     tes = [text_encoder_tally(c, 77) for c in configs.text_encoders]
     encoder, decoder = vae_tallies(configs.vae, height, width)
@@ -328,7 +331,7 @@ def model_cost(configs: ModelConfigs, height: int, width: int, max_token_length:
         vae_encode_flops=encoder.flops, vae_params=encoder.params + decoder.params,
         vae_encode_elements=3 * configs.vae["block_out_channels"][0] * height * width,
         lora_units={"unet": unet.lora_units, "te": sum(t.lora_units for t in tes),
-                    "unet_locon": unet_convs.lora_units, "unet_conv": unet_convs.conv_units},
+                    "unet_locon": unet.lora_units + unet.locon_units, "unet_conv": unet.conv_units},
     )
 
 
