@@ -84,14 +84,15 @@ def estimate_vram(cfg: TrainingConfig, batch: int | None = None) -> VramEstimate
     batch = batch or cfg.schedule.train_batch_size
     weight_bytes = 4 if cfg.precision.mixed_precision == "no" else 2
     trains_te = cfg.trains_text_encoder
-    per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) * (cfg.dataset.resolution / native) ** 2
+    per_image = act_gc if cfg.advanced.gradient_checkpointing else act  # the released model at its native size
     cost = model_cost.cost_of(cfg)
     if cost is not None:  # the configured model's own sizes (the demo's is tiny), scaled from the family's
         reference = model_cost.reference_cost(cfg.model.model_family)
         unet_p, te_p, vae_p = cost.unet_params, cost.te_params, cost.vae_params
-        per_image = (act_gc if cfg.advanced.gradient_checkpointing else act) \
-            * cost.unet_activations / reference.unet_activations
+        per_image *= cost.unet_activations / reference.unet_activations
         te_train *= cost.te_params / reference.te_params
+    else:
+        per_image *= (cfg.dataset.resolution / native) ** 2
     # as in sd-scripts, the VAE (fp32) and frozen text encoders leave the GPU once their outputs are cached
     # (``placement``); before that, while caching, only they are there
     resident = resident_during_steps(cfg)
