@@ -200,7 +200,7 @@ class Trainer:
         While the caches fill the UNet waits off the device (sd-scripts' ``cache_text_encoder_outputs_if_needed``
         does the same): the caching peak is then the encoders' alone, which matters most on small GPUs."""
         self.te_cache: dict[str, tuple] = {}
-        caching = self.cfg.dataset.cache_latents or "text_encoders" not in resident_during_steps(self.cfg)
+        caching = resident_during_steps(self.cfg) != COMPONENTS  # something is cached, so it will be parked
         single = self.accelerator.num_processes == 1  # a DDP-wrapped UNet must stay where its reducer put it
         with self.offload.aside("unet") if caching and single else contextlib.nullcontext():
             self.latents = self._latent_cache()
