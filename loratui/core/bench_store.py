@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from itertools import pairwise
@@ -18,6 +17,7 @@ from typing import Any
 
 from loratui.core.atomic import atomic_write_text
 from loratui.core.config import TrainingConfig
+from loratui.core.home import loratui_home
 from loratui.core.placement import text_encoder_outputs_cached
 
 SCHEMA_VERSION = 1
@@ -25,8 +25,7 @@ SCHEMA_VERSION = 1
 
 def bench_root() -> Path:
     """``$LORATUI_HOME/bench``, by default ``~/.loratui/bench`` (beside the runs folder)."""
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / "bench"
+    return loratui_home() / "bench"
 
 
 def gpu_slug(gpu_name: str | None) -> str:

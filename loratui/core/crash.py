@@ -13,11 +13,11 @@ from pathlib import Path
 
 from loratui import __version__
 from loratui.core.atomic import atomic_write_text
+from loratui.core.home import loratui_home
 
 
 def crash_dir() -> Path:
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / "crash-reports"
+    return loratui_home() / "crash-reports"
 
 
 def one_line(error: BaseException) -> str:

@@ -10,20 +10,19 @@ gets a fair figure, while another model (SD1.5 after SDXL) or precision never re
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from loratui.core import model_cost
 from loratui.core.atomic import atomic_write_text
 from loratui.core.config import TrainingConfig
+from loratui.core.home import loratui_home
 
 FILE_NAME = "measured-speed.json"
 
 
 def store_path() -> Path:
     """``$LORATUI_HOME/measured-speed.json``, by default under ``~/.loratui``."""
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / FILE_NAME
+    return loratui_home() / FILE_NAME
 
 
 def _key(device: str, cfg: TrainingConfig) -> str:

@@ -22,6 +22,7 @@ from textual.worker import WorkerFailed
 from loratui.core.captions import rescue
 from loratui.core.config import TrainingConfig
 from loratui.core.crash import one_line, write_crash_report
+from loratui.core.home import loratui_home
 from loratui.core.presets import PresetError, load_config, save_preset
 from loratui.core.run import rundir
 from loratui.tui.screens.dialogs import TextDialog
@@ -36,8 +37,7 @@ CRASH_EXIT = 70  # as the CLI's top level
 
 def settings_path() -> Path:
     """Where the wizard keeps changed settings on quit: ``$LORATUI_HOME/last-settings.yaml``."""
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / "last-settings.yaml"
+    return loratui_home() / "last-settings.yaml"
 
 
 class LoraCommands(Provider):

@@ -6,12 +6,12 @@ file beside it names the caption it belongs to. The wizard lists them when it ne
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from loratui.core.atomic import atomic_write_text
+from loratui.core.home import loratui_home
 
 FOLDER = "unsaved-captions"
 TARGET = ".target"
@@ -24,8 +24,7 @@ class KeptEdit:
 
 
 def folder() -> Path:
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / FOLDER
+    return loratui_home() / FOLDER
 
 
 def keep(caption: Path, text: str, where: Path | None = None) -> Path:

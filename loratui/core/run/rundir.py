@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loratui.core.atomic import atomic_write_text
+from loratui.core.home import loratui_home
 
 RunState = Literal["starting", "running", "stopping", "done", "stopped", "failed", "dead", "unreadable"]
 FINAL_STATES = ("done", "stopped", "failed", "dead", "unreadable")
@@ -39,8 +40,7 @@ STOP = "stop"
 
 def runs_root() -> Path:
     """``$LORATUI_HOME/runs``, by default ``~/.loratui/runs``."""
-    home = os.environ.get("LORATUI_HOME")
-    return (Path(home) if home else Path.home() / ".loratui") / "runs"
+    return loratui_home() / "runs"
 
 
 def create_run_dir(output_name: str, root: Path | None = None, now: float | None = None) -> Path:
