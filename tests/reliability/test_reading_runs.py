@@ -91,3 +91,13 @@ def test_tail_counts_skipped_lines(tmp_path):
     path.write_bytes(b'{"type": "step", "step": 1}\nnot json\n\xff\n')
     tail = EventTail(path)
     assert len(tail.read_new()) == 1 and tail.skipped == 2
+
+
+def test_a_start_event_with_a_damaged_eta_is_skipped_not_kept(tmp_path):
+    """The start event's first ETA is a number a viewer does arithmetic on: anything else marks the line
+    unreadable, as for every other event."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({"type": "start", "total_steps": 4, "eta_s": []}) + "\n"
+                    + json.dumps({"type": "step", "step": 1, "eta_s": 30}) + "\n")
+    snap = read_snapshot(path)
+    assert snap.unreadable_events == 1 and snap.eta_s == 30.0

@@ -169,7 +169,7 @@ class RunSnapshot:
         self.step = int(e.get("step", 0))
         self.device = str(e.get("device", ""))
         self.started_at = e.get("t")
-        self.eta_s = e.get("eta_s", self.eta_s)  # measured (bench) or estimated until steps are timed
+        self.eta_s = _number(e.get("eta_s", self.eta_s))  # measured (bench) or estimated until steps are timed
         self.info = {k: v for k, v in e.items() if k not in ("v", "type", "t")}
 
     def _on_step(self, e: dict[str, Any]) -> None:
