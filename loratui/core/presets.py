@@ -197,7 +197,7 @@ def _check_keys(data: dict[str, Any], source: str, lines: dict[tuple[str, ...], 
         if key in META_KEYS:
             continue
         if key not in SECTIONS:
-            raise PresetError(f"{_where(source, lines, (key,))}: unknown key '{key}'; {_suggest(key, None)}")
+            raise PresetError(f"{_where(source, lines, (key,))}: unknown key '{key}'; {_suggest(str(key), None)}")
         if not isinstance(value, dict):
             raise PresetError(f"{_where(source, lines, (key,))}: '{key}' must be a mapping of settings, "
                               f"got {type(value).__name__}")

@@ -148,3 +148,11 @@ def test_random_kohya_configs_import_or_fail_with_one_line(gui):
         import_kohya_dict(json.loads(json.dumps(gui)))
     except PresetError as exc:
         assert str(exc).startswith("kohya key") and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("text", ["?", "1: 2", "true: x", "null: 3"])
+def test_keys_that_are_not_names_are_one_line_errors(text):
+    """YAML keys can be null, numbers or booleans ("?" is a null key); each is an unknown key, said once."""
+    with pytest.raises(PresetError, match=r"^p\.yaml(:\d+)?: unknown key '.*'; ") as caught:
+        parse_preset_text(text, "p.yaml")
+    assert "\n" not in str(caught.value)
